@@ -1,0 +1,9 @@
+"""greenmim_mm: GreenMIM masked image modelling for OpenMMLab.
+
+Importing this package registers its models into mmpretrain's registries
+(safe to import more than once).
+"""
+from .version import __version__
+from . import models  # noqa: F401  registers models
+
+__all__ = ['__version__', 'models']

@@ -1,0 +1,259 @@
+"""Swin Transformer with a visible-tokens-only (GreenMIM) forward path."""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.utils.checkpoint as cp
+from mmpretrain.models import SwinTransformer
+from mmpretrain.models.utils import resize_pos_embed
+from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
+from ..utils.group_attention import group_window_attention
+from ..utils.grouping import (GroupPlan, effective_shift,
+                              plan_group_attention)
+from ..utils.masking import token_coords, unit_grid, visible_unit_ids
+
+#: plans of one stage, keyed by (window, effective shift)
+StagePlans = Dict[Tuple[int, int], GroupPlan]
+
+
+def merge_visible(downsample: nn.Module, x: Tensor) -> Tensor:
+    """mmcv ``PatchMerging`` on visible tokens in Morton order.
+
+    Each run of four tokens is one whole 2x2 merge group, so merging is a
+    reshape into the channel-major layout of ``nn.Unfold`` plus the usual
+    norm and linear reduction.
+
+    Args:
+        downsample (nn.Module): An mmcv ``PatchMerging`` (kernel 2, stride 2).
+        x (Tensor): ``(B, N, C)`` tokens, ``N`` a multiple of 4.
+
+    Returns:
+        Tensor: ``(B, N / 4, C_out)``.
+    """
+    b, n, c = x.shape
+    # (B, N, C) -> (B, N/4, 4, C) -> (B, N/4, C, 4) -> (B, N/4, 4C)
+    x = x.view(b, n // 4, 4, c).transpose(2, 3).reshape(b, n // 4, 4 * c)
+    if downsample.norm is not None:
+        x = downsample.norm(x)
+    return downsample.reduction(x)
+
+
+def green_swin_block(block: nn.Module, x: Tensor, plan: GroupPlan) -> Tensor:
+    """An mmpretrain ``SwinBlock`` on visible tokens (same weights).
+
+    Args:
+        block (nn.Module): The ``SwinBlock``.
+        x (Tensor): ``(B, N, C)`` visible tokens.
+        plan (GroupPlan): Grouping for this block's window and shift.
+
+    Returns:
+        Tensor: ``(B, N, C)``.
+    """
+
+    def _inner_forward(x):
+        identity = x
+        x = block.norm1(x)
+        x = group_window_attention(block.attn.w_msa, x, plan)
+        x = block.attn.drop(x) + identity
+        return block.ffn(block.norm2(x), identity=x)
+
+    if block.with_cp and x.requires_grad:
+        return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+    return _inner_forward(x)
+
+
+@MODELS.register_module()
+class GreenSwinTransformer(SwinTransformer):
+    """Swin Transformer that can run on visible mask units only.
+
+    GreenMIM: `Green Hierarchical Vision Transformer for Masked Image
+    Modeling <https://arxiv.org/abs/2205.13515>`_.
+
+    With ``mask=None`` this is exactly mmpretrain's ``SwinTransformer``
+    (same forward, same state-dict keys), so checkpoints move freely
+    between the two. With a mask, only the visible tokens go through every
+    stage: patch embedding on visible units, Group Window Attention with
+    optimal grouping for regular and shifted windows, and patch merging as
+    a reshape.
+
+    Mask convention: ``mask`` is ``(B, Hu * Wu)`` or ``(B, Hu, Wu)`` over
+    the mask-unit grid, **1 = masked** (as in MAE), with the same number of
+    visible units in every sample. The mask unit is the final stride
+    (``patch_size * 2 ** (num_stages - 1)``, 32 px for the usual Swin).
+
+    Padding: dense Swin zero-pads a map that is not a multiple of the
+    window and lets the padding into attention. The masked path treats
+    padding as masked, so with nothing masked the two agree exactly only
+    when every windowed stage is a multiple of the window. A stage whose
+    map fits inside one window uses plain attention over each sample's
+    visible tokens.
+
+    Args:
+        group_cost (Sequence[float]): ``(a, b)`` of the grouping cost model
+            ``n_groups * (a * g**2 + b * g)``. Defaults to (1.0, 0.0).
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+        **kwargs: Arguments of mmpretrain ``SwinTransformer``.
+    """
+
+    def __init__(self,
+                 group_cost: Sequence[float] = (1.0, 0.0),
+                 init_cfg: Optional[dict] = None,
+                 **kwargs):
+        window = kwargs.get('window_size', 7)
+        if isinstance(window, bool) or not isinstance(window, int) \
+                or window < 1:
+            raise ValueError(
+                f'window_size must be a positive integer, got {window!r}.')
+        arch = kwargs.get('arch', 'tiny')
+        if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
+            raise ValueError(
+                f'Unknown Swin arch {arch!r}; choose one of '
+                f'{sorted(set(self.arch_zoo))} or pass a dict with '
+                f'embed_dims, depths and num_heads.')
+        super().__init__(init_cfg=init_cfg, **kwargs)
+        self.group_cost = tuple(float(c) for c in group_cost)
+        proj = self.patch_embed.projection
+        if proj.kernel_size != proj.stride:
+            raise ValueError('GreenSwinTransformer needs a patch embedding '
+                             'whose kernel equals its stride, got kernel '
+                             f'{proj.kernel_size}, stride {proj.stride}.')
+        for stage in self.stages:
+            ds = stage.downsample
+            if ds is not None and (ds.sampler.kernel_size != (2, 2)
+                                   or ds.sampler.stride != (2, 2)):
+                raise ValueError('The masked path needs 2x2 patch merging '
+                                 'with stride 2.')
+        self.patch_size = proj.stride[0]
+        self.mask_unit = self.patch_size * 2**(self.num_layers - 1)
+
+    # ------------------------------------------------------------------
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                plans: Optional[List[StagePlans]] = None) -> Tuple[Tensor]:
+        """Forward.
+
+        Args:
+            x (Tensor): ``(B, 3, H, W)`` images.
+            mask (Tensor, optional): Unit mask, 1 = masked. None runs the
+                dense parent forward. Defaults to None.
+            plans (list[dict], optional): Precomputed grouping plans, from
+                :meth:`make_plans`. Defaults to None (computed here).
+
+        Returns:
+            tuple[Tensor]: Dense: ``(B, C_i, H_i, W_i)`` per out index.
+            Masked: ``(B, N_i, C_i)`` visible tokens per out index, ordered
+            by visible unit (ascending) then Morton order inside the unit.
+        """
+        if mask is None:
+            return super().forward(x)
+        return self.forward_masked(x, mask, plans)
+
+    def _check_mask(self, x: Tensor, mask: Tensor) -> Tuple[int, int]:
+        grid = unit_grid(x.shape[-2:], self.mask_unit)
+        if mask.shape[0] != x.shape[0] or \
+                mask[0].numel() != grid[0] * grid[1]:
+            raise ValueError(
+                f'mask of shape {tuple(mask.shape)} does not match images of '
+                f'shape {tuple(x.shape)}: expected ({x.shape[0]}, '
+                f'{grid[0] * grid[1]}) or ({x.shape[0]}, {grid[0]}, '
+                f'{grid[1]}) for a {self.mask_unit} px mask unit.')
+        return grid
+
+    def _stage_specs(self, stage: nn.Module) -> List[Tuple[int, int]]:
+        """(window, configured shift) of every block of a stage."""
+        return [(b.attn.window_size, b.attn.shift_size) for b in stage.blocks]
+
+    def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
+                   ) -> List[StagePlans]:
+        """Grouping plans of every stage for a batch of masks (on CPU).
+
+        Args:
+            mask (Tensor): ``(B, L)`` unit mask, 1 = masked.
+            img_hw (tuple[int, int]): Image size.
+
+        Returns:
+            list[dict]: Per stage, ``{(window, shift): GroupPlan}``.
+        """
+        grid = unit_grid(img_hw, self.mask_unit)
+        vis = visible_unit_ids(mask.reshape(mask.shape[0], -1).cpu())
+        levels = int(math.log2(self.mask_unit // self.patch_size))
+        plans = []
+        for i, stage in enumerate(self.stages):
+            hw = (grid[0] << (levels - i), grid[1] << (levels - i))
+            coords = token_coords(vis, grid[1], levels - i)  # (B, N_i, 2)
+            stage_plans: StagePlans = {}
+            for window, shift in self._stage_specs(stage):
+                key = (window,
+                       effective_shift(hw, window, shift,
+                                       stage.blocks[0].attn.pad_small_map))
+                if key not in stage_plans:
+                    stage_plans[key] = plan_group_attention(
+                        coords, hw, key[0], key[1], self.group_cost)
+            plans.append(stage_plans)
+        return plans
+
+    def _embed_visible(self, x: Tensor, vis: Tensor,
+                       grid: Tuple[int, int]) -> Tensor:
+        """Patch-embed the visible units: ``(B, n_vis * T_u, C)``."""
+        b, c = x.shape[:2]
+        u, p = self.mask_unit, self.patch_size
+        # (B, C, Hu*U, Wu*U) -> (B, Hu*Wu, C, U, U)
+        units = x.view(b, c, grid[0], u, grid[1], u).permute(
+            0, 2, 4, 1, 3, 5).reshape(b, -1, c, u, u)
+        idx = vis[:, :, None, None, None].expand(-1, -1, c, u, u)
+        units = units.gather(1, idx).flatten(0, 1)  # (B*n_vis, C, U, U)
+        feat = self.patch_embed.projection(units)  # (B*n_vis, C0, U/p, U/p)
+        side = u // p
+        levels = int(math.log2(side))
+        coords = token_coords(
+            torch.zeros(1, 1, dtype=torch.long, device=x.device), 1,
+            levels)[0]  # (T_u, 2) Morton order
+        feat = feat.flatten(2)[:, :, coords[:, 0] * side + coords[:, 1]]
+        # (B*n_vis, C0, T_u) -> (B, n_vis*T_u, C0)
+        feat = feat.transpose(1, 2).reshape(b, -1, feat.shape[1])
+        if self.patch_embed.norm is not None:
+            feat = self.patch_embed.norm(feat)
+        return feat
+
+    def forward_masked(self, x: Tensor, mask: Tensor,
+                       plans: Optional[List[StagePlans]] = None
+                       ) -> Tuple[Tensor]:
+        """Visible-tokens-only forward; see :meth:`forward`."""
+        grid = self._check_mask(x, mask)
+        mask = mask.reshape(mask.shape[0], -1)
+        if plans is None:
+            plans = self.make_plans(mask, x.shape[-2:])
+        plans = [{k: p.to(x.device, non_blocking=True)
+                  for k, p in sp.items()} for sp in plans]
+        vis = visible_unit_ids(mask.to(x.device))  # (B, n_vis)
+        levels = int(math.log2(self.mask_unit // self.patch_size))
+        h0, w0 = grid[0] << levels, grid[1] << levels
+
+        x = self._embed_visible(x, vis, grid)  # (B, N_0, C)
+        if self.use_abs_pos_embed:
+            pos = resize_pos_embed(self.absolute_pos_embed,
+                                   self.patch_resolution, (h0, w0),
+                                   self.interpolate_mode,
+                                   self.num_extra_tokens)  # (1, H0*W0, C)
+            rc = token_coords(vis, grid[1], levels)  # (B, N_0, 2)
+            x = x + pos[0][rc[..., 0] * w0 + rc[..., 1]]
+        x = self.drop_after_pos(x)
+
+        outs = []
+        for i, stage in enumerate(self.stages):
+            hw = (h0 >> i, w0 >> i)
+            for block, (window, shift) in zip(stage.blocks,
+                                              self._stage_specs(stage)):
+                key = (window,
+                       effective_shift(hw, window, shift,
+                                       block.attn.pad_small_map))
+                x = green_swin_block(block, x, plans[i][key])
+            if stage.downsample is not None and self.out_after_downsample:
+                x = merge_visible(stage.downsample, x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+            if stage.downsample is not None and \
+                    not self.out_after_downsample:
+                x = merge_visible(stage.downsample, x)
+        return tuple(outs)

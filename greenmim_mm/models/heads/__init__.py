@@ -1,0 +1,3 @@
+from .greenmim_head import GreenMIMHead
+
+__all__ = ['GreenMIMHead']

@@ -1,0 +1,3 @@
+from .greenmim import GreenMIM
+
+__all__ = ['GreenMIM']

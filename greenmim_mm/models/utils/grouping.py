@@ -1,0 +1,404 @@
+"""Optimal grouping for Group Window Attention (pure planning functions).
+
+Each (regular or shifted) window of a masked feature map holds between 0 and
+``window ** 2`` visible tokens. Windows are packed into groups of a fixed
+size ``g`` so one batched attention covers every window of every sample of
+the batch:
+
+1. For a candidate ``g``, groups are filled one at a time: the largest
+   remaining window, plus the subset of the other remaining windows whose
+   token count fills the group closest to ``g`` without exceeding it: a 0/1
+   knapsack (weight = value = count) solved exactly by DP. Counts are small integers, so the DP runs on the *histogram* of
+   counts (bounded knapsack, bitset DP with binary splitting) and an optimal
+   subset is reused for as many groups as the histogram allows: the cost is
+   independent of the number of windows.
+2. The ``g`` that minimises the modelled attention cost
+   ``n_groups(g) * (a * g**2 + b * g)`` is searched from the largest window
+   count upwards (up to twice that), skipping every ``g`` whose perfect-
+   packing lower bound cannot beat the best cost found so far.
+
+Only index tensors leave this module (see :class:`GroupPlan`).
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: a composition: {window token count: number of such windows in the group}
+Composition = Dict[int, int]
+
+
+@dataclass
+class GroupPlan:
+    """Index tensors that drive one Group Window Attention layout.
+
+    Attributes:
+        token_slot (Tensor): ``(B * N,)`` long; slot of each token in the
+            flattened ``(num_groups * group_size)`` padded layout.
+        slot_rc (Tensor): ``(num_groups * g, 2)`` long; ``(row, col)`` of the
+            token in each slot (0 for padding).
+        slot_label (Tensor): ``(num_groups * g,)`` long; window of the token
+            in each slot, a unique negative number for padding.
+        window (int): Window size ``w`` (for the bias index).
+        num_groups (int): Number of groups ``G``.
+        group_size (int): Group size ``g``.
+        num_tokens (int): Visible tokens ``B * N``.
+        identity (bool): True when ``token_slot`` is ``arange`` (one window
+            per sample, no padding), so gathering can be skipped.
+    """
+    token_slot: Tensor
+    slot_rc: Tensor
+    slot_label: Tensor
+    window: int
+    num_groups: int
+    group_size: int
+    num_tokens: int
+    identity: bool = False
+    _rel_index: Optional[Tensor] = field(default=None, repr=False)
+
+    @property
+    def padding_waste(self) -> float:
+        """Padded slots divided by visible tokens."""
+        slots = self.num_groups * self.group_size
+        return (slots - self.num_tokens) / max(self.num_tokens, 1)
+
+    @property
+    def rel_index(self) -> Tensor:
+        """``(G, g, g)`` bias-table index, built once on the plan's device
+        (see :func:`relative_index`)."""
+        if self._rel_index is None:
+            g = self.group_size
+            self._rel_index = relative_index(
+                self.slot_rc.view(-1, g, 2), self.slot_label.view(-1, g),
+                self.window)
+        return self._rel_index
+
+    def to(self, device: torch.device, non_blocking: bool = False
+           ) -> 'GroupPlan':
+        """Move the index tensors to ``device``."""
+        if self.token_slot.device == torch.device(device):
+            return self
+        return GroupPlan(
+            *(t.to(device, non_blocking=non_blocking)
+              for t in (self.token_slot, self.slot_rc, self.slot_label)),
+            self.window, self.num_groups, self.group_size, self.num_tokens,
+            self.identity)
+
+
+# --------------------------------------------------------------------------
+# windows
+# --------------------------------------------------------------------------
+def effective_shift(hw: Tuple[int, int], window: int, shift: int,
+                    pad_small_map: bool = False) -> int:
+    """Shift actually applied by mmpretrain's ``ShiftWindowMSA``.
+
+    A map no larger than the window is not shifted, unless ``pad_small_map``.
+
+    Args:
+        hw (tuple[int, int]): Feature-map size.
+        window (int): Window size.
+        shift (int): Configured shift.
+        pad_small_map (bool): mmpretrain's option. Defaults to False.
+
+    Returns:
+        int: The shift to use.
+    """
+    if min(hw) <= window and not pad_small_map:
+        return 0
+    return shift
+
+
+def window_ids(coords: Tensor, hw: Tuple[int, int], window: int,
+               shift: int) -> Tuple[Tensor, int]:
+    """Window of every token, for regular (``shift=0``) or shifted windows.
+
+    A cyclic shift by ``s`` followed by mmpretrain's region mask is the same
+    as cutting the unshifted map into bands ``(r + window - s) // window``;
+    padding to a multiple of the window only appends masked positions.
+
+    Args:
+        coords (Tensor): ``(B, N, 2)`` token ``(row, col)``.
+        hw (tuple[int, int]): Feature-map size ``(H, W)``.
+        window (int): Window size.
+        shift (int): Shift size (0 for regular windows).
+
+    Returns:
+        tuple[Tensor, int]: ``(B, N)`` window id, unique across the batch,
+        and the number of windows per sample.
+    """
+    h_pad = math.ceil(hw[0] / window) * window
+    w_pad = math.ceil(hw[1] / window) * window
+    off = (window - shift) % window
+    n_r = (h_pad + off + window - 1) // window
+    n_c = (w_pad + off + window - 1) // window
+    row = (coords[..., 0] + off) // window
+    col = (coords[..., 1] + off) // window
+    per_sample = n_r * n_c
+    batch = torch.arange(coords.shape[0], device=coords.device)[:, None]
+    return batch * per_sample + row * n_c + col, per_sample
+
+
+def relative_index(coords: Tensor, labels: Tensor, window: int) -> Tensor:
+    """Relative-position-bias index between all slots of each group.
+
+    Args:
+        coords (Tensor): ``(G, g, 2)`` slot coordinates.
+        labels (Tensor): ``(G, g)`` window label; slots attend each other
+            only when their labels are equal.
+        window (int): Window size ``w``.
+
+    Returns:
+        Tensor: ``(G, g, g)`` long index into a ``(2w-1)**2 + 1`` table whose
+        last row is the "blocked" entry. Same convention as mmpretrain's
+        ``WindowMSA``: query minus key.
+    """
+    d = coords[:, :, None, :] - coords[:, None, :, :]  # (G, g, g, 2)
+    idx = (d[..., 0] + window - 1) * (2 * window - 1) + d[..., 1] + window - 1
+    same = labels[:, :, None] == labels[:, None, :]
+    return torch.where(same, idx, torch.full_like(idx, (2 * window - 1)**2))
+
+
+# --------------------------------------------------------------------------
+# knapsack packing on a histogram of window counts
+# --------------------------------------------------------------------------
+def best_subset(hist: Sequence[int], cap: int) -> Composition:
+    """Subset of windows whose total count is the largest one <= ``cap``.
+
+    Exact bounded knapsack (weight = value = count) with a bitset DP;
+    multiplicities are split in powers of two.
+
+    Args:
+        hist (Sequence[int]): ``hist[v]`` windows hold ``v`` tokens.
+        cap (int): Group size ``g``.
+
+    Returns:
+        Composition: ``{count: how many}`` of the chosen windows.
+    """
+    full = (1 << (cap + 1)) - 1
+    items: List[Tuple[int, int]] = []  # (count, multiplicity)
+    reach = [1]
+    for v in range(len(hist) - 1, 0, -1):
+        m = min(int(hist[v]), cap // v) if v <= cap else 0
+        k = 1
+        while m > 0:
+            take = min(k, m)
+            items.append((v, take))
+            reach.append((reach[-1] | (reach[-1] << (v * take))) & full)
+            m -= take
+            k <<= 1
+    target = reach[-1].bit_length() - 1
+    comp: Composition = {}
+    for i in range(len(items) - 1, -1, -1):
+        if target == 0:
+            break
+        if not (reach[i] >> target) & 1:
+            v, take = items[i]
+            comp[v] = comp.get(v, 0) + take
+            target -= v * take
+    return comp
+
+
+def pack_windows(hist: Sequence[int], group_size: int
+                 ) -> List[Tuple[Composition, int]]:
+    """Pack windows into groups, filling one group at a time optimally.
+
+    Each group takes the largest remaining window, then the subset of the
+    other remaining windows that fills it closest to ``group_size`` (exact
+    knapsack, :func:`best_subset`). Seeding with the largest window (as in
+    the minimum-bin-slack heuristic) avoids stranding big windows at the end.
+
+    Args:
+        hist (Sequence[int]): ``hist[v]`` windows hold ``v`` tokens
+            (``hist[0]``, empty windows, is ignored).
+        group_size (int): ``g``, at least the largest count.
+
+    Returns:
+        list[tuple[Composition, int]]: ``(composition, repeats)`` pairs; the
+        number of groups is the sum of ``repeats``.
+    """
+    remaining = [int(h) for h in hist]
+    if remaining:
+        remaining[0] = 0  # empty windows need no slot
+    if any(remaining[v] for v in range(group_size + 1, len(remaining))):
+        raise ValueError(f'group_size={group_size} is smaller than the '
+                         f'largest window ({len(remaining) - 1} tokens).')
+    out = []
+    top = len(remaining) - 1
+    while top > 0:
+        if not remaining[top]:
+            top -= 1
+            continue
+        remaining[top] -= 1
+        comp = best_subset(remaining, group_size - top)
+        remaining[top] += 1
+        comp[top] = comp.get(top, 0) + 1
+        # the same subset stays optimal while it is still available:
+        # removing windows can only lower the best reachable total
+        rep = min(remaining[v] // k for v, k in comp.items())
+        for v, k in comp.items():
+            remaining[v] -= k * rep
+        out.append((comp, rep))
+    return out
+
+
+def num_groups(packing: List[Tuple[Composition, int]]) -> int:
+    """Total number of groups of a packing."""
+    return sum(rep for _, rep in packing)
+
+
+def group_cost(n_groups: int, group_size: int,
+               coeffs: Tuple[float, float] = (1.0, 0.0)) -> float:
+    """Modelled attention cost ``n_groups * (a * g**2 + b * g)``."""
+    a, b = coeffs
+    return n_groups * (a * group_size**2 + b * group_size)
+
+
+def search_group_size(hist: Sequence[int],
+                      coeffs: Tuple[float, float] = (1.0, 0.0),
+                      max_factor: float = 2.0
+                      ) -> Tuple[int, List[Tuple[Composition, int]]]:
+    """Find the group size with the lowest modelled cost.
+
+    Args:
+        hist (Sequence[int]): Histogram of window token counts.
+        coeffs (tuple[float, float]): ``(a, b)`` of the cost model.
+            Defaults to (1.0, 0.0).
+        max_factor (float): Largest ``g`` tried, as a multiple of the
+            largest window count. Defaults to 2.0.
+
+    Returns:
+        tuple[int, list]: The best ``g`` and its packing. Ties go to the
+        smaller ``g``.
+    """
+    nz = [v for v in range(1, len(hist)) if hist[v]]
+    if not nz:
+        return 1, []
+    g0 = nz[-1]
+    total = sum(v * int(hist[v]) for v in nz)
+    best_g, best_pack = g0, pack_windows(hist, g0)
+    best_cost = group_cost(num_groups(best_pack), g0, coeffs)
+    for g in range(g0 + 1, int(g0 * max_factor) + 1):
+        if group_cost(math.ceil(total / g), g, coeffs) >= best_cost:
+            continue  # even a perfect packing cannot win
+        pack = pack_windows(hist, g)
+        cost = group_cost(num_groups(pack), g, coeffs)
+        if cost < best_cost:
+            best_g, best_pack, best_cost = g, pack, cost
+    return best_g, best_pack
+
+
+def assign_windows(counts: Tensor, packing: List[Tuple[Composition, int]],
+                   group_size: int) -> Tuple[Tensor, Tensor]:
+    """Place every window in a group, following a packing.
+
+    Args:
+        counts (Tensor): ``(num_windows,)`` token count of every window.
+        packing (list): Output of :func:`pack_windows`.
+        group_size (int): ``g``.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(num_windows,)`` group index and offset of
+        the window's first token inside the group (empty windows get 0, 0).
+    """
+    grp_parts, off_parts, cnt_parts = [], [], []
+    base = 0
+    for comp, rep in packing:  # one iteration per distinct composition
+        c = np.repeat(np.array(sorted(comp), dtype=np.int64),
+                      [comp[v] for v in sorted(comp)])[::-1]  # (m,)
+        o = np.concatenate([[0], np.cumsum(c)[:-1]])
+        grp_parts.append(np.repeat(np.arange(base, base + rep), len(c)))
+        off_parts.append(np.tile(o, rep))
+        cnt_parts.append(np.tile(c, rep))
+        base += rep
+    device = counts.device
+    if not grp_parts:
+        z = torch.zeros_like(counts)
+        return z, z
+    slot_grp = torch.from_numpy(np.concatenate(grp_parts)).to(device)
+    slot_off = torch.from_numpy(np.concatenate(off_parts)).to(device)
+    slot_cnt = torch.from_numpy(np.concatenate(cnt_parts)).to(device)
+    # match windows and slots of equal count: sort both lists by count
+    nonempty = (counts > 0).nonzero().squeeze(1)
+    w_order = nonempty[counts[nonempty].argsort(stable=True)]
+    s_order = slot_cnt.argsort(stable=True)
+    win_grp = torch.zeros_like(counts)
+    win_off = torch.zeros_like(counts)
+    win_grp[w_order] = slot_grp[s_order]
+    win_off[w_order] = slot_off[s_order]
+    return win_grp, win_off
+
+
+# --------------------------------------------------------------------------
+# full plans
+# --------------------------------------------------------------------------
+def plan_single_window(coords: Tensor, window: int) -> GroupPlan:
+    """Plan for a stage whose map fits in one window: each sample attends
+    over all its own visible tokens, no padding.
+
+    Args:
+        coords (Tensor): ``(B, N, 2)`` token coordinates.
+        window (int): Window size (for the bias index).
+
+    Returns:
+        GroupPlan: with ``G = B`` and ``g = N``.
+    """
+    b, n = coords.shape[:2]
+    return GroupPlan(
+        token_slot=torch.arange(b * n, device=coords.device),
+        slot_rc=coords.reshape(b * n, 2),
+        slot_label=torch.arange(b, device=coords.device).repeat_interleave(n),
+        window=window, num_groups=b, group_size=n, num_tokens=b * n,
+        identity=True)
+
+
+def plan_group_attention(coords: Tensor,
+                         hw: Tuple[int, int],
+                         window: int,
+                         shift: int,
+                         coeffs: Tuple[float, float] = (1.0, 0.0),
+                         group_size: Optional[int] = None) -> GroupPlan:
+    """Plan Group Window Attention for one stage and one shift.
+
+    Args:
+        coords (Tensor): ``(B, N, 2)`` visible-token coordinates.
+        hw (tuple[int, int]): Feature-map size.
+        window (int): Window size.
+        shift (int): Effective shift (see :func:`effective_shift`).
+        coeffs (tuple[float, float]): Cost model ``(a, b)``.
+            Defaults to (1.0, 0.0).
+        group_size (int, optional): Force ``g`` instead of searching.
+            Defaults to None.
+
+    Returns:
+        GroupPlan: The plan.
+    """
+    b, n = coords.shape[:2]
+    device = coords.device
+    if hw[0] <= window and hw[1] <= window and shift == 0:
+        return plan_single_window(coords, window)
+    wid, per_sample = window_ids(coords, hw, window, shift)
+    wid = wid.reshape(-1)  # (B*N,)
+    counts = torch.bincount(wid, minlength=b * per_sample)
+    hist = torch.bincount(counts, minlength=window * window + 1).tolist()
+    if group_size is None:
+        g, packing = search_group_size(hist, coeffs)
+    else:
+        g, packing = group_size, pack_windows(hist, group_size)
+    n_groups = num_groups(packing)
+    win_grp, win_off = assign_windows(counts, packing, g)
+    # rank of each token inside its window
+    order = wid.argsort(stable=True)
+    starts = counts.cumsum(0) - counts
+    rank = torch.empty_like(wid)
+    rank[order] = torch.arange(wid.numel(), device=device) - starts[wid[order]]
+    token_slot = win_grp[wid] * g + win_off[wid] + rank  # (B*N,)
+    # per-slot window label (padding: a unique negative label) and coords
+    n_slots = n_groups * g
+    labels = -1 - torch.arange(n_slots, device=device)
+    labels[token_slot] = wid
+    slot_rc = torch.zeros(n_slots, 2, dtype=torch.long, device=device)
+    slot_rc[token_slot] = coords.reshape(-1, 2)
+    return GroupPlan(token_slot, slot_rc, labels, window, n_groups, g, b * n)

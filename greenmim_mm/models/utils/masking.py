@@ -1,0 +1,195 @@
+"""Mask-unit masking for hierarchical ViTs (pure planning functions).
+
+Mask convention, used everywhere in greenmim_mm: **1 (True) = masked**, as in
+MAE. A mask has shape ``(B, Hu * Wu)`` over the mask-unit grid, flattened in
+row-major order. A mask unit is a square of ``unit`` pixels whose side equals
+the network's final stride (32 px for Swin or Twins with patch 4 and four
+stages), so every patch-merging group is either entirely visible or entirely
+masked.
+
+Inside a unit, the tokens of a stage are ordered in Morton (Z) order with the
+row bit before the column bit at every level. The four tokens of each 2x2
+merge group are then consecutive, in the (0,0), (0,1), (1,0), (1,1) order that
+``mmcv.cnn.PatchMerging`` expects, and merging is a reshape.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def unit_grid(img_hw: Tuple[int, int], unit: int) -> Tuple[int, int]:
+    """Return the mask-unit grid ``(Hu, Wu)`` of an image.
+
+    Args:
+        img_hw (tuple[int, int]): Image height and width in pixels.
+        unit (int): Side of a mask unit in pixels.
+
+    Returns:
+        tuple[int, int]: Number of unit rows and columns.
+
+    Raises:
+        ValueError: If a side is not a positive multiple of ``unit``.
+    """
+    h, w = int(img_hw[0]), int(img_hw[1])
+    if h <= 0 or w <= 0 or h % unit or w % unit:
+        raise ValueError(
+            f'Image size {h}x{w} is not a multiple of the mask unit '
+            f'({unit} px, the final stride of the backbone). Resize or crop '
+            f'the input to a multiple of {unit}, e.g. '
+            f'{max(unit, round(h / unit) * unit)}x'
+            f'{max(unit, round(w / unit) * unit)}.')
+    return h // unit, w // unit
+
+
+def check_mask_ratio(mask_ratio: float) -> float:
+    """Validate a mask ratio, which must lie strictly inside (0, 1).
+
+    Args:
+        mask_ratio (float): Fraction of mask units to hide.
+
+    Returns:
+        float: The ratio, as a float.
+    """
+    if not isinstance(mask_ratio, (int, float)) or isinstance(
+            mask_ratio, bool) or not 0.0 < float(mask_ratio) < 1.0:
+        raise ValueError(
+            f'mask_ratio must be a number strictly between 0 and 1, '
+            f'got {mask_ratio!r}.')
+    return float(mask_ratio)
+
+
+def num_visible_units(num_units: int, mask_ratio: float) -> int:
+    """Number of visible units per sample, the same for every sample.
+
+    Follows MAE: ``int(num_units * (1 - mask_ratio))``.
+
+    Args:
+        num_units (int): Units in the grid, ``Hu * Wu``.
+        mask_ratio (float): Fraction of units to mask, in (0, 1).
+
+    Returns:
+        int: Visible units, at least 1.
+
+    Raises:
+        ValueError: If the ratio leaves no visible unit.
+    """
+    ratio = check_mask_ratio(mask_ratio)
+    n_vis = int(num_units * (1.0 - ratio))
+    if n_vis < 1:
+        raise ValueError(
+            f'mask_ratio={ratio} leaves no visible mask unit out of '
+            f'{num_units}; lower the ratio or use a larger image.')
+    return n_vis
+
+
+def random_unit_mask(batch_size: int,
+                     grid_hw: Tuple[int, int],
+                     mask_ratio: float,
+                     device: Optional[torch.device] = None,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Draw an independent random mask for every sample.
+
+    Args:
+        batch_size (int): Number of samples ``B``.
+        grid_hw (tuple[int, int]): Unit grid ``(Hu, Wu)``.
+        mask_ratio (float): Fraction of units to mask, in (0, 1).
+        device (torch.device, optional): Device of the mask.
+            Defaults to None (CPU).
+        generator (torch.Generator, optional): Random generator.
+            Defaults to None.
+
+    Returns:
+        Tensor: Bool mask of shape ``(B, Hu * Wu)``, True = masked, with the
+        same number of visible units in every row.
+    """
+    num_units = grid_hw[0] * grid_hw[1]
+    n_vis = num_visible_units(num_units, mask_ratio)
+    noise = torch.rand(
+        batch_size, num_units, device=device, generator=generator)
+    keep = noise.argsort(dim=1)[:, :n_vis]  # (B, n_vis)
+    mask = torch.ones(batch_size, num_units, dtype=torch.bool, device=device)
+    mask.scatter_(1, keep, False)
+    return mask
+
+
+def visible_unit_ids(mask: Tensor) -> Tensor:
+    """Indices of the visible units of each sample, in ascending order.
+
+    Args:
+        mask (Tensor): ``(B, L)`` mask, True = masked, with the same number of
+            visible units per row.
+
+    Returns:
+        Tensor: ``(B, n_vis)`` long tensor of unit indices.
+
+    Raises:
+        ValueError: If rows differ in their number of visible units.
+    """
+    mask = mask.bool()
+    n_vis = (~mask).sum(1)
+    if n_vis.numel() and bool((n_vis != n_vis[0]).any()):
+        raise ValueError('Every sample must have the same number of visible '
+                         f'units, got {n_vis.tolist()}.')
+    # a stable sort on the mask puts visible (False) units first, ascending
+    order = mask.to(torch.uint8).argsort(dim=1, stable=True)
+    return order[:, :int(n_vis[0]) if n_vis.numel() else 0]
+
+
+def restore_ids(mask: Tensor) -> Tensor:
+    """MAE-style ``ids_restore``: un-shuffles [visible, masked] to the grid.
+
+    Args:
+        mask (Tensor): ``(B, L)`` mask, True = masked.
+
+    Returns:
+        Tensor: ``(B, L)`` long tensor; ``cat([vis, masked])[ids_restore]``
+        is in grid order.
+    """
+    order = mask.bool().to(torch.uint8).argsort(dim=1, stable=True)
+    return order.argsort(dim=1)
+
+
+def morton_offsets(levels: int, device: Optional[torch.device] = None
+                   ) -> Tensor:
+    """Row/column offsets of the tokens of a ``2**levels`` square in Morton
+    order (row bit first at each level, the finest level last).
+
+    Args:
+        levels (int): Side of the square is ``2 ** levels``.
+        device (torch.device, optional): Output device. Defaults to None.
+
+    Returns:
+        Tensor: ``(4 ** levels, 2)`` long tensor of ``(row, col)``.
+    """
+    idx = torch.arange(4**levels, device=device)
+    row = torch.zeros_like(idx)
+    col = torch.zeros_like(idx)
+    for bit in range(levels):
+        # bits of idx: ... r1 c1 r0 c0 (r0/c0 = finest level)
+        col |= ((idx >> (2 * bit)) & 1) << bit
+        row |= ((idx >> (2 * bit + 1)) & 1) << bit
+    return torch.stack([row, col], dim=1)
+
+
+def token_coords(vis_ids: Tensor, grid_w: int, levels: int) -> Tensor:
+    """Coordinates of the visible tokens of a stage.
+
+    A stage has ``4 ** levels`` tokens per unit (``levels`` = stages left
+    until the last one). Tokens are ordered unit by unit (as in ``vis_ids``),
+    then in Morton order inside the unit.
+
+    Args:
+        vis_ids (Tensor): ``(B, n_vis)`` visible unit indices.
+        grid_w (int): Width ``Wu`` of the unit grid.
+        levels (int): log2 of the unit side, in tokens of this stage.
+
+    Returns:
+        Tensor: ``(B, n_vis * 4 ** levels, 2)`` long ``(row, col)`` in the
+        stage's feature map.
+    """
+    side = 2**levels
+    unit_rc = torch.stack([vis_ids // grid_w, vis_ids % grid_w], -1) * side
+    offs = morton_offsets(levels, vis_ids.device)  # (T_u, 2)
+    coords = unit_rc[:, :, None, :] + offs[None, None]  # (B, n_vis, T_u, 2)
+    return coords.flatten(1, 2)
