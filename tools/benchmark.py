@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""GreenMIM vs SimMIM (mmpretrain), Swin-B, side by side in one process.
+
+Per training step it measures forward, backward and optimiser time (median
+of the timed steps, the two models interleaved step by step), throughput,
+peak memory (``torch.cuda.max_memory_allocated`` on GPU; peak RSS of a fresh
+subprocess on CPU), forward FLOPs (``torch.utils.flop_counter``), and for
+GreenMIM the time spent planning the grouping and the padding waste of
+every windowed stage.
+
+    python tools/benchmark.py --batch-size 4 --steps 5 --threads 2
+    python tools/benchmark.py --batch-size 128 --amp       # on a GPU
+
+Prints a table and writes JSON (``--json``).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+GREEN_CFG = osp.join(REPO, 'configs', 'greenmim_swin.py')
+
+
+def build(name, img_size=224):
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+    import greenmim_mm  # noqa: F401
+    if name == 'greenmim':
+        cfg = Config.fromfile(GREEN_CFG).model
+        cfg.backbone.img_size = img_size
+    else:
+        cfg = dict(
+            type='SimMIM',
+            backbone=dict(type='SimMIMSwinTransformer', arch='base',
+                          img_size=img_size,
+                          stage_cfgs=dict(block_cfgs=dict(window_size=7))),
+            neck=dict(type='SimMIMLinearDecoder', in_channels=1024,
+                      encoder_stride=32),
+            head=dict(type='SimMIMHead', patch_size=4,
+                      loss=dict(type='PixelReconstructionLoss',
+                                criterion='L1', channel=3)))
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def simmim_samples(batch, img_size, device, ratio=0.6):
+    """SimMIM masks at model-patch resolution from 32 px mask units."""
+    from mmpretrain.structures import DataSample
+    from greenmim_mm.models.utils import random_unit_mask
+    g = img_size // 32
+    m = random_unit_mask(batch, (g, g), ratio).view(batch, g, g)
+    m = m.repeat_interleave(8, 1).repeat_interleave(8, 2).to(device)
+    out = []
+    for i in range(batch):
+        s = DataSample()
+        s.set_mask(m[i])
+        out.append(s)
+    return out
+
+
+class Bench:
+    """One model, its optimiser and a fixed input batch."""
+
+    def __init__(self, name, batch, img_size, device, amp):
+        self.name, self.device, self.amp = name, device, amp
+        self.model = build(name, img_size).to(device).train()
+        # the same optimiser for both; fused AdamW where torch has it
+        try:
+            self.opt = torch.optim.AdamW(
+                self.model.parameters(), lr=1e-4, fused=True)
+        except (RuntimeError, TypeError):
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.x = torch.randn(batch, 3, img_size, img_size, device=device)
+        self.batch, self.img_size = batch, img_size
+        self.times = {'forward': [], 'backward': [], 'optimizer': []}
+
+    def _sync(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    def loss(self):
+        samples = None
+        if self.name == 'simmim':
+            samples = simmim_samples(self.batch, self.img_size, self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.amp):
+            return self.model.loss(self.x, samples)['loss']
+
+    def step(self, record=True):
+        self._sync()
+        t0 = time.perf_counter()
+        loss = self.loss()
+        self._sync()
+        t1 = time.perf_counter()
+        loss.backward()  # bf16 autocast needs no loss scaling
+        self._sync()
+        t2 = time.perf_counter()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self._sync()
+        t3 = time.perf_counter()
+        if record:
+            for k, t in zip(self.times, (t1 - t0, t2 - t1, t3 - t2)):
+                self.times[k].append(t)
+
+    def summary(self):
+        med = {k: statistics.median(v) for k, v in self.times.items()}
+        total = statistics.median(
+            [sum(t) for t in zip(*self.times.values())])
+        return dict(med, step=total, images_per_s=self.batch / total)
+
+    def forward_gflops(self):
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            self.loss()
+        return fc.get_total_flops() / 1e9 / self.batch
+
+
+def green_planning(bench, steps=5):
+    """Median planning time per step and padding waste per stage."""
+    from greenmim_mm.models.utils import random_unit_mask, unit_grid
+    bb = bench.model.backbone
+    grid = unit_grid((bench.img_size, bench.img_size), bb.mask_unit)
+    times, waste = [], {}
+    for _ in range(steps):
+        mask = random_unit_mask(bench.batch, grid, bench.model.mask_ratio)
+        t0 = time.perf_counter()
+        plans = bb.make_plans(mask, (bench.img_size, bench.img_size))
+        for sp in plans:  # the bias index is part of the plan too
+            for p in sp.values():
+                p.to(bench.device).rel_index
+        times.append(time.perf_counter() - t0)
+        for i, sp in enumerate(plans):
+            for (win, shift), p in sp.items():
+                key = f'stage{i + 1}/{"shifted" if shift else "regular"}'
+                if not p.identity:
+                    waste.setdefault(key, []).append(p.padding_waste)
+    return statistics.median(times), {
+        k: statistics.mean(v) for k, v in waste.items()}
+
+
+def peak_rss_mb(name, batch, img_size, threads):
+    """Peak RSS of a fresh subprocess running 3 steps of one model."""
+    out = subprocess.run(
+        [sys.executable, __file__, '--memory-probe', name, '--batch-size',
+         str(batch), '--img-size', str(img_size), '--threads', str(threads)],
+        capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--batch-size', type=int, default=4)
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--device', default=None)
+    p.add_argument('--amp', action='store_true', help='bf16 autocast')
+    p.add_argument('--no-memory', action='store_true')
+    p.add_argument('--json', default=None)
+    p.add_argument('--memory-probe', default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')  # quiet init
+    device = torch.device(args.device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+    torch.manual_seed(0)
+
+    if args.memory_probe:
+        b = Bench(args.memory_probe, args.batch_size, args.img_size, device,
+                  args.amp)
+        for _ in range(3):
+            b.step(record=False)
+        # VmHWM belongs to this exec'd image; ru_maxrss may carry over the
+        # parent's peak through fork on Linux
+        with open('/proc/self/status') as f:
+            hwm = [ln for ln in f if ln.startswith('VmHWM:')]
+        print(int(hwm[0].split()[1]) / 1024 if hwm else
+              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return
+
+    benches = [Bench(n, args.batch_size, args.img_size, device, args.amp)
+               for n in ('greenmim', 'simmim')]
+    for _ in range(args.warmup):
+        for b in benches:
+            b.step(record=False)
+    for _ in range(args.steps):
+        for b in benches:  # interleaved: both see the same machine state
+            b.step()
+    res = {b.name: b.summary() for b in benches}
+    for b in benches:
+        res[b.name]['gflops_fwd_per_img'] = b.forward_gflops()
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+            b.step(record=False)
+            res[b.name]['peak_mem_mb'] = \
+                torch.cuda.max_memory_allocated() / 2**20
+        elif not args.no_memory:
+            res[b.name]['peak_mem_mb'] = peak_rss_mb(
+                b.name, args.batch_size, args.img_size,
+                args.threads or torch.get_num_threads())
+    plan_s, waste = green_planning(benches[0])
+    g, s = res['greenmim'], res['simmim']
+    res['speedup'] = s['step'] / g['step']
+    res['flop_ratio'] = s['gflops_fwd_per_img'] / g['gflops_fwd_per_img']
+    res['speedup_of_flop_limit'] = res['speedup'] / res['flop_ratio']
+    res['plan_ms'] = plan_s * 1e3
+    res['plan_fraction_of_step'] = plan_s / g['step']
+    res['padding_waste'] = waste
+    res['setup'] = dict(device=str(device), batch=args.batch_size,
+                        img_size=args.img_size, amp=args.amp,
+                        threads=torch.get_num_threads(), steps=args.steps,
+                        torch=torch.__version__)
+
+    print(f"\nSwin-B {args.img_size}px, batch {args.batch_size}, "
+          f"{device}, threads {torch.get_num_threads()}, "
+          f"amp {args.amp}, median of {args.steps} steps")
+    cols = ['forward', 'backward', 'optimizer', 'step']
+    print(f"{'model':10s}" + ''.join(f'{c + " s":>12s}' for c in cols) +
+          f"{'img/s':>9s}{'GFLOP/img':>11s}{'peak MB':>10s}")
+    for n in ('greenmim', 'simmim'):
+        r = res[n]
+        print(f'{n:10s}' + ''.join(f'{r[c]:12.3f}' for c in cols) +
+              f"{r['images_per_s']:9.2f}{r['gflops_fwd_per_img']:11.2f}"
+              f"{r.get('peak_mem_mb', float('nan')):10.0f}")
+    print(f"speed-up {res['speedup']:.2f}x; FLOP ratio (limit) "
+          f"{res['flop_ratio']:.2f}x; {100 * res['speedup_of_flop_limit']:.0f}"
+          f'% of the limit')
+    print(f"grouping plan {res['plan_ms']:.1f} ms/step "
+          f"({100 * res['plan_fraction_of_step']:.2f}% of the step)")
+    print('padding waste: ' + ', '.join(
+        f'{k} {100 * v:.1f}%' for k, v in waste.items()))
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=2)
+    return res
+
+
+if __name__ == '__main__':
+    main()
