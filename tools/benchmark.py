@@ -119,8 +119,19 @@ class Bench:
         return dict(med, step=total, images_per_s=self.batch / total)
 
     def forward_gflops(self):
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
+        from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+        def cpu_sdpa(q, k, v, *args, out_val=None, **kwargs):
+            return sdpa_flop_count(q, k, v)
+
+        # torch's counter has no formula for the CPU flash kernel
+        extra = {}
+        op = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_'
+                     'for_cpu', None)
+        if op is not None:
+            extra[op] = cpu_sdpa
+        with FlopCounterMode(display=False, custom_mapping=extra) as fc, \
+                torch.no_grad():
             self.loss()
         return fc.get_total_flops() / 1e9 / self.batch
 
@@ -168,6 +179,8 @@ def main(argv=None):
     p.add_argument('--amp', action='store_true', help='bf16 autocast')
     p.add_argument('--no-memory', action='store_true')
     p.add_argument('--json', default=None)
+    p.add_argument('--plan-only', action='store_true',
+                   help='only time the grouping plan (no training steps)')
     p.add_argument('--memory-probe', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -190,6 +203,16 @@ def main(argv=None):
         print(int(hwm[0].split()[1]) / 1024 if hwm else
               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
+
+    if args.plan_only:
+        bench = Bench.__new__(Bench)
+        bench.model, bench.device = build('greenmim', args.img_size), device
+        bench.batch, bench.img_size = args.batch_size, args.img_size
+        plan_s, waste = green_planning(bench, args.steps)
+        print(f'grouping plan, batch {args.batch_size}: {plan_s * 1e3:.1f} '
+              f'ms (median of {args.steps}); padding waste: ' + ', '.join(
+                  f'{k} {100 * v:.1f}%' for k, v in waste.items()))
+        return dict(plan_ms=plan_s * 1e3, padding_waste=waste)
 
     benches = [Bench(n, args.batch_size, args.img_size, device, args.amp)
                for n in ('greenmim', 'simmim')]

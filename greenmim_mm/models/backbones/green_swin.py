@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from ..utils.group_attention import group_window_attention
 from ..utils.grouping import (GroupPlan, effective_shift,
                               plan_group_attention)
-from ..utils.masking import token_coords, unit_grid, visible_unit_ids
+from ..utils.masking import (morton_offsets, token_coords, unit_grid,
+                             visible_unit_ids)
 
 #: plans of one stage, keyed by (window, effective shift)
 StagePlans = Dict[Tuple[int, int], GroupPlan]
@@ -92,13 +93,14 @@ class GreenSwinTransformer(SwinTransformer):
 
     Args:
         group_cost (Sequence[float]): ``(a, b)`` of the grouping cost model
-            ``n_groups * (a * g**2 + b * g)``. Defaults to (1.0, 0.0).
+            ``n_groups * (a * g**2 + b * g)``; ``b`` charges every padded
+            slot (gathers, bias rows). Defaults to (1.0, 32.0).
         init_cfg (dict, optional): Initialization config. Defaults to None.
         **kwargs: Arguments of mmpretrain ``SwinTransformer``.
     """
 
     def __init__(self,
-                 group_cost: Sequence[float] = (1.0, 0.0),
+                 group_cost: Sequence[float] = (1.0, 32.0),
                  init_cfg: Optional[dict] = None,
                  **kwargs):
         window = kwargs.get('window_size', 7)
@@ -205,11 +207,8 @@ class GreenSwinTransformer(SwinTransformer):
         units = units.gather(1, idx).flatten(0, 1)  # (B*n_vis, C, U, U)
         feat = self.patch_embed.projection(units)  # (B*n_vis, C0, U/p, U/p)
         side = u // p
-        levels = int(math.log2(side))
-        coords = token_coords(
-            torch.zeros(1, 1, dtype=torch.long, device=x.device), 1,
-            levels)[0]  # (T_u, 2) Morton order
-        feat = feat.flatten(2)[:, :, coords[:, 0] * side + coords[:, 1]]
+        rc = morton_offsets(int(math.log2(side)), x.device)  # (T_u, 2)
+        feat = feat.flatten(2)[:, :, rc[:, 0] * side + rc[:, 1]]
         # (B*n_vis, C0, T_u) -> (B, n_vis*T_u, C0)
         feat = feat.transpose(1, 2).reshape(b, -1, feat.shape[1])
         if self.patch_embed.norm is not None:
@@ -226,7 +225,8 @@ class GreenSwinTransformer(SwinTransformer):
             plans = self.make_plans(mask, x.shape[-2:])
         plans = [{k: p.to(x.device, non_blocking=True)
                   for k, p in sp.items()} for sp in plans]
-        vis = visible_unit_ids(mask.to(x.device))  # (B, n_vis)
+        # index planning stays on the CPU: no host-device sync
+        vis = visible_unit_ids(mask.cpu()).to(x.device, non_blocking=True)
         levels = int(math.log2(self.mask_unit // self.patch_size))
         h0, w0 = grid[0] << levels, grid[1] << levels
 
