@@ -151,14 +151,16 @@ def relative_index(coords: Tensor, labels: Tensor, window: int) -> Tensor:
         window (int): Window size ``w``.
 
     Returns:
-        Tensor: ``(G, g, g)`` long index into a ``(2w-1)**2 + 1`` table whose
+        Tensor: ``(G, g, g)`` int32 index into a ``(2w-1)**2 + 1`` table whose
         last row is the "blocked" entry. Same convention as mmpretrain's
         ``WindowMSA``: query minus key.
     """
-    d = coords[:, :, None, :] - coords[:, None, :, :]  # (G, g, g, 2)
-    idx = (d[..., 0] + window - 1) * (2 * window - 1) + d[..., 1] + window - 1
-    same = labels[:, :, None] == labels[:, None, :]
-    return torch.where(same, idx, torch.full_like(idx, (2 * window - 1)**2))
+    span = 2 * window - 1
+    # (dr + w-1) * span + (dc + w-1) = key_q - key_k + (w-1) * (span + 1)
+    key = (coords[..., 0] * span + coords[..., 1]).int()  # (G, g)
+    idx = key[:, :, None] - key[:, None, :] + (window - 1) * (span + 1)
+    same = labels[:, :, None] == labels[:, None, :]  # (G, g, g)
+    return idx.masked_fill_(~same, span * span)
 
 
 # --------------------------------------------------------------------------
