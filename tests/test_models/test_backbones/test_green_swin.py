@@ -180,3 +180,29 @@ def test_bad_inputs_get_clear_errors():
         GreenSwinTransformer(arch=TINY, window_size=0)
     with pytest.raises(ValueError, match='Unknown Swin arch'):
         GreenSwinTransformer(arch='huge')
+
+
+def test_bf16_autocast_masked_path_is_close_to_fp32():
+    green, _ = _models()
+    img = torch.randn(2, 3, 224, 224)
+    mask = random_unit_mask(2, (7, 7), 0.75)
+    with torch.no_grad():
+        ref = green(img, mask=mask)[-1]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = green(img, mask=mask)[-1]
+    assert low.dtype == torch.bfloat16
+    assert torch.isfinite(low).all()
+    rel = (low.float() - ref).norm() / ref.norm()
+    assert rel < 0.05, rel
+
+
+def test_plans_can_be_precomputed_and_reused():
+    green, _ = _models()
+    img = torch.randn(2, 3, 224, 224)
+    mask = random_unit_mask(2, (7, 7), 0.75)
+    plans = green.make_plans(mask, (224, 224))
+    with torch.no_grad():
+        a = green(img, mask=mask)
+        b = green(img, mask=mask, plans=plans)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
