@@ -5,5 +5,8 @@ Importing this package registers its models into mmpretrain's registries
 """
 from .version import __version__
 from . import models  # noqa: F401  registers models
+from .checkpoint import register_safe_loader, safe_load
 
-__all__ = ['__version__', 'models']
+register_safe_loader()
+
+__all__ = ['__version__', 'models', 'safe_load', 'register_safe_loader']
