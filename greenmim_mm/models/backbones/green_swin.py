@@ -2,7 +2,6 @@
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
 import torch.utils.checkpoint as cp
 from mmpretrain.models import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
