@@ -161,9 +161,15 @@ class GreenSwinTransformer(SwinTransformer):
                 f'{grid[1]}) for a {self.mask_unit} px mask unit.')
         return grid
 
-    def _stage_specs(self, stage: nn.Module) -> List[Tuple[int, int]]:
-        """(window, configured shift) of every block of a stage."""
-        return [(b.attn.window_size, b.attn.shift_size) for b in stage.blocks]
+    @staticmethod
+    def _block_keys(stage: nn.Module, hw: Tuple[int, int]
+                    ) -> List[Tuple[int, int]]:
+        """Plan key ``(window, effective shift)`` of every block of a stage
+        whose feature map is ``hw``."""
+        return [(b.attn.window_size,
+                 effective_shift(hw, b.attn.window_size, b.attn.shift_size,
+                                 b.attn.pad_small_map))
+                for b in stage.blocks]
 
     def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
                    ) -> List[StagePlans]:
@@ -184,13 +190,10 @@ class GreenSwinTransformer(SwinTransformer):
             hw = (grid[0] << (levels - i), grid[1] << (levels - i))
             coords = token_coords(vis, grid[1], levels - i)  # (B, N_i, 2)
             stage_plans: StagePlans = {}
-            for window, shift in self._stage_specs(stage):
-                key = (window,
-                       effective_shift(hw, window, shift,
-                                       stage.blocks[0].attn.pad_small_map))
+            for key in self._block_keys(stage, hw):
                 if key not in stage_plans:
                     stage_plans[key] = plan_group_attention(
-                        coords, hw, key[0], key[1], self.group_cost)
+                        coords, hw, *key, self.group_cost)
             plans.append(stage_plans)
         return plans
 
@@ -242,11 +245,7 @@ class GreenSwinTransformer(SwinTransformer):
         outs = []
         for i, stage in enumerate(self.stages):
             hw = (h0 >> i, w0 >> i)
-            for block, (window, shift) in zip(stage.blocks,
-                                              self._stage_specs(stage)):
-                key = (window,
-                       effective_shift(hw, window, shift,
-                                       block.attn.pad_small_map))
+            for block, key in zip(stage.blocks, self._block_keys(stage, hw)):
                 x = green_swin_block(block, x, plans[i][key])
             if stage.downsample is not None and self.out_after_downsample:
                 x = merge_visible(stage.downsample, x)
