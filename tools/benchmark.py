@@ -146,9 +146,13 @@ def green_planning(bench, steps=5):
         mask = random_unit_mask(bench.batch, grid, bench.model.mask_ratio)
         t0 = time.perf_counter()
         plans = bb.make_plans(mask, (bench.img_size, bench.img_size))
-        for sp in plans:  # the bias index is part of the plan too
+        for sp in plans:  # the bias index (and its CPU scatter) is too
             for p in sp.values():
-                p.to(bench.device).rel_index
+                p = p.to(bench.device)
+                if bench.device.type == 'cpu':
+                    p.bias_scatter
+                else:
+                    p.rel_index
         times.append(time.perf_counter() - t0)
         for i, sp in enumerate(plans):
             for (win, shift), p in sp.items():

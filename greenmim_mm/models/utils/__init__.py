@@ -1,4 +1,5 @@
-from .group_attention import extended_bias_table, group_window_attention
+from .group_attention import (extended_bias_table, gather_bias,
+                              group_window_attention)
 from .grouping import (GroupPlan, assign_windows, best_subset,
                        effective_shift, group_cost, num_groups, pack_windows,
                        plan_group_attention, plan_single_window,
@@ -6,13 +7,17 @@ from .grouping import (GroupPlan, assign_windows, best_subset,
 from .masking import (check_mask_ratio, morton_offsets, num_visible_units,
                       random_unit_mask, restore_ids, token_coords, unit_grid,
                       visible_unit_ids)
+from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
+                          sparse_conv2d, spconv_available)
 
 __all__ = [
-    'extended_bias_table', 'group_window_attention', 'GroupPlan',
-    'assign_windows', 'best_subset', 'effective_shift', 'group_cost',
+    'extended_bias_table', 'gather_bias', 'group_window_attention',
+    'GroupPlan', 'assign_windows', 'best_subset', 'effective_shift', 'group_cost',
     'num_groups', 'pack_windows', 'plan_group_attention',
     'plan_single_window', 'relative_index', 'search_group_size',
     'window_ids', 'check_mask_ratio', 'morton_offsets', 'num_visible_units',
     'random_unit_mask', 'restore_ids', 'token_coords', 'unit_grid',
-    'visible_unit_ids'
+    'visible_unit_ids',
+    'SparseConvPlan', 'plan_sparse_conv', 'resolve_backend',
+    'sparse_conv2d', 'spconv_available'
 ]

@@ -19,6 +19,48 @@ def extended_bias_table(table: Tensor) -> Tensor:
     return torch.cat([table, blocked], dim=0)
 
 
+class _GatherBias(torch.autograd.Function):
+    """``table[index]`` whose backward is a sparse matmul.
+
+    The default backward (``index_put_`` with accumulation) is the slowest
+    non-matmul op of a CPU training step; the plan's CSR scatter matrix
+    does the same sum in a fraction of the time.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, index: Tensor,
+                scatter: Tensor) -> Tensor:
+        ctx.scatter = scatter
+        return table[index]  # (*index.shape, heads)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        # (T, M) @ (M, heads) -> (T, heads)
+        scatter = ctx.scatter
+        flat = grad.reshape(-1, grad.shape[-1])
+        if scatter.dtype != flat.dtype:
+            scatter = scatter.to(flat.dtype)
+        return scatter @ flat, None, None
+
+
+def gather_bias(table: Tensor, plan: GroupPlan) -> Tensor:
+    """Relative position bias of every slot pair of every group.
+
+    Args:
+        table (Tensor): ``((2w-1)**2, heads)`` bias table.
+        plan (GroupPlan): Grouping of the tokens.
+
+    Returns:
+        Tensor: ``(G, heads, g, g)`` additive bias, ``-inf`` across windows.
+    """
+    table = extended_bias_table(table)  # (T, heads)
+    if table.requires_grad and table.device.type == 'cpu':
+        bias = _GatherBias.apply(table, plan.rel_index, plan.bias_scatter)
+    else:
+        bias = table[plan.rel_index]
+    return bias.permute(0, 3, 1, 2)  # (G, g, g, heads) -> (G, heads, g, g)
+
+
 def group_window_attention(w_msa: nn.Module, x: Tensor,
                            plan: GroupPlan) -> Tensor:
     """Windowed self-attention over the visible tokens only.
@@ -26,10 +68,14 @@ def group_window_attention(w_msa: nn.Module, x: Tensor,
     Uses the weights of an mmpretrain ``WindowMSA`` (``qkv``, ``proj``,
     ``relative_position_bias_table``, ``scale``) so state-dict keys stay the
     same. Linear layers run on unpadded tokens; padding exists only inside
-    the attention call.
+    the attention call. A module without ``relative_position_bias_table``
+    (e.g. Twins' ``LocallyGroupedSelfAttention``) gets the blocking mask
+    only, no bias.
 
     Args:
-        w_msa (nn.Module): An mmpretrain ``WindowMSA``.
+        w_msa (nn.Module): An mmpretrain ``WindowMSA``, or any module with
+            ``qkv``, ``proj``, ``num_heads``, ``scale``, ``attn_drop`` and
+            ``proj_drop``.
         x (Tensor): ``(B, N, C)`` normalised visible tokens.
         plan (GroupPlan): Grouping of the tokens.
 
@@ -42,14 +88,18 @@ def group_window_attention(w_msa: nn.Module, x: Tensor,
     qkv = w_msa.qkv(x).reshape(b * n, 3 * c)  # (B*N, 3C)
     if not plan.identity:
         # (B*N, 3C) -> (G*g, 3C), padded slots are zero
-        qkv = qkv.new_zeros(n_groups * g, 3 * c).index_copy(
+        qkv = qkv.new_zeros(n_groups * g, 3 * c).index_copy_(
             0, plan.token_slot, qkv)
     # (G*g, 3C) -> (3, G, heads, g, C/heads)
     qkv = qkv.view(n_groups, g, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
-    table = extended_bias_table(w_msa.relative_position_bias_table)
-    # (G, g, g, heads) -> (G, heads, g, g)
-    bias = table[plan.rel_index].permute(0, 3, 1, 2).to(q.dtype)
+    table = getattr(w_msa, 'relative_position_bias_table', None)
+    if table is not None:
+        bias = gather_bias(table, plan).to(q.dtype)
+    elif plan.identity:
+        bias = None  # one window per group, no padding: nothing to block
+    else:  # no position bias (e.g. Twins' LSA): blocking only
+        bias = plan.same_window[:, None]  # (G, 1, g, g) bool, True = attend
     drop = w_msa.attn_drop.p if w_msa.training else 0.0
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias, dropout_p=drop, scale=w_msa.scale)

@@ -20,6 +20,7 @@ the batch:
 Only index tensors leave this module (see :class:`GroupPlan`).
 """
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -58,6 +59,8 @@ class GroupPlan:
     num_tokens: int
     identity: bool = False
     _rel_index: Optional[Tensor] = field(default=None, repr=False)
+    _same_window: Optional[Tensor] = field(default=None, repr=False)
+    _bias_scatter: Optional[Tensor] = field(default=None, repr=False)
 
     @property
     def padding_waste(self) -> float:
@@ -75,6 +78,38 @@ class GroupPlan:
                 self.slot_rc.view(-1, g, 2), self.slot_label.view(-1, g),
                 self.window)
         return self._rel_index
+
+    @property
+    def same_window(self) -> Tensor:
+        """``(G, g, g)`` bool, True where two slots share a window (may
+        attend each other): the blocking mask of attention without a
+        position bias. Built once on the plan's device."""
+        if self._same_window is None:
+            lab = self.slot_label.view(-1, self.group_size)  # (G, g)
+            self._same_window = lab[:, :, None] == lab[:, None, :]
+        return self._same_window
+
+    @property
+    def bias_scatter(self) -> Tensor:
+        """Sparse CSR ``(T, G * g * g)`` 0/1 matrix that sums gradients of
+        the gathered bias back onto the ``T = (2w-1)**2 + 1`` table rows.
+
+        ``bias_scatter @ grad`` replaces the scatter-add backward of
+        ``table[rel_index]``, which is slow on CPU. Built once per plan and
+        shared by every block that uses the plan.
+        """
+        if self._bias_scatter is None:
+            flat = self.rel_index.reshape(-1).long()  # (G*g*g,)
+            rows = (2 * self.window - 1)**2 + 1
+            order = torch.sort(flat, stable=True)[1]  # columns, row-major
+            crow = flat.new_zeros(rows + 1)
+            crow[1:] = torch.bincount(flat, minlength=rows).cumsum(0)
+            with warnings.catch_warnings():  # "CSR support is in beta"
+                warnings.simplefilter('ignore', UserWarning)
+                self._bias_scatter = torch.sparse_csr_tensor(
+                    crow, order, torch.ones(flat.numel(), device=flat.device),
+                    (rows, flat.numel()))
+        return self._bias_scatter
 
     def to(self, device: torch.device, non_blocking: bool = False
            ) -> 'GroupPlan':
