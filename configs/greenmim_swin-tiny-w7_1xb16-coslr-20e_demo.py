@@ -42,3 +42,8 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 auto_scale_lr = dict(base_batch_size=16)
+# reconstruction grids of 4 fixed images every 100 iterations, in
+# <work_dir>/vis/iter_XXXXXX.png
+custom_hooks = [
+    dict(type='ReconstructionVisHook', interval=100, num_images=4)
+]

@@ -5,8 +5,12 @@ Importing this package registers its models into mmpretrain's registries
 """
 from .version import __version__
 from . import models  # noqa: F401  registers models
+from . import engine, visualization  # noqa: F401  registers hooks
 from .checkpoint import register_safe_loader, safe_load
 
 register_safe_loader()
 
-__all__ = ['__version__', 'models', 'safe_load', 'register_safe_loader']
+__all__ = [
+    '__version__', 'models', 'engine', 'visualization', 'safe_load',
+    'register_safe_loader'
+]

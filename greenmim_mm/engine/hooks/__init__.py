@@ -1,0 +1,3 @@
+from .reconstruction_hook import ReconstructionVisHook
+
+__all__ = ['ReconstructionVisHook']
