@@ -13,6 +13,7 @@ from ..utils.grouping import (GroupPlan, effective_shift,
                               plan_group_attention)
 from ..utils.masking import (morton_offsets, token_coords, unit_grid,
                              visible_unit_ids)
+from .pretrained_check import init_weights_checked
 
 #: plans of one stage, keyed by (window, effective shift)
 StagePlans = Dict[Tuple[int, int], GroupPlan]
@@ -128,6 +129,11 @@ class GreenSwinTransformer(SwinTransformer):
                                  'with stride 2.')
         self.patch_size = proj.stride[0]
         self.mask_unit = self.patch_size * 2**(self.num_layers - 1)
+
+    def init_weights(self) -> None:
+        """As the parent's, but a ``Pretrained`` checkpoint of another
+        architecture raises (see :mod:`.pretrained_check`)."""
+        init_weights_checked(self, super().init_weights)
 
     # ------------------------------------------------------------------
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,

@@ -1,7 +1,9 @@
 """The GreenMIM algorithm: thin glue around backbone, decoder and head."""
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
+from mmengine.logging import MessageHub
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -20,6 +22,11 @@ class GreenMIM(BaseSelfSupervisor):
     Every sample gets its own random mask on the mask-unit grid (1 =
     masked). The backbone sees the visible units only, the neck rebuilds
     every unit, and the head scores the masked units.
+
+    While an mmengine Runner trains, the masks of iteration ``i`` come from
+    a generator seeded by ``(torch.initial_seed(), i)`` (the run seed, plus
+    the rank with ``diff_rank_seed``), so a resumed run draws the same
+    masks as an uninterrupted one. Outside a Runner, torch's global RNG.
 
     Args:
         backbone (dict): A Green backbone config (takes ``mask=``).
@@ -45,6 +52,28 @@ class GreenMIM(BaseSelfSupervisor):
         super().__init__(backbone=backbone, neck=neck, head=head,
                          data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg, **kwargs)
+        self._mask_iter = None  # Runner iteration of the last masks drawn
+
+    def mask_generator(self) -> Optional[torch.Generator]:
+        """CPU generator for this training iteration's masks.
+
+        Returns:
+            torch.Generator, optional: Seeded by the process's torch seed
+            and the Runner's iteration (``MessageHub`` info ``iter``, which
+            a resumed Runner restores), or None outside Runner training
+            (no ``iter`` info, or the same one as at the previous call).
+        """
+        if not self.training:
+            return None
+        iteration = MessageHub.get_current_instance().get_info('iter')
+        # a Runner moves on every step; a stale hub (a loop after a Runner
+        # in the same process) does not: use the global RNG then
+        last, self._mask_iter = self._mask_iter, iteration
+        if iteration is None or iteration == last:
+            return None
+        seed = np.random.SeedSequence(
+            [torch.initial_seed(), int(iteration)]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(seed))
 
     def extract_feat(self, inputs: torch.Tensor):
         """Dense features (no mask), as for downstream use."""
@@ -63,7 +92,8 @@ class GreenMIM(BaseSelfSupervisor):
         """
         grid = unit_grid(inputs.shape[-2:], self.backbone.mask_unit)
         # masks are drawn and planned on the CPU: no host-device sync
-        mask = random_unit_mask(inputs.shape[0], grid, self.mask_ratio)
+        mask = random_unit_mask(inputs.shape[0], grid, self.mask_ratio,
+                                generator=self.mask_generator())
         feats = self.backbone(inputs, mask=mask)
         ids_restore = restore_ids(mask).to(inputs.device, non_blocking=True)
         pred = self.neck(feats[-1], ids_restore, grid)
