@@ -30,6 +30,7 @@ import torch
 _ALLOWED = {
     ('collections', 'OrderedDict'),
     ('collections', 'defaultdict'),
+    ('collections', 'Counter'),  # MultiStepLR milestones (mmdet)
     ('torch._utils', '_rebuild_tensor_v2'),
     ('torch._utils', '_rebuild_tensor_v3'),
     ('torch._utils', '_rebuild_parameter'),

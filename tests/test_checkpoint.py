@@ -1,3 +1,4 @@
+import collections
 import os
 import pickle
 
@@ -23,13 +24,16 @@ def test_runner_like_checkpoint_loads_through_mmengine(tmp_path):
         state_dict={'w': torch.ones(2)},
         message_hub=dict(log_scalars={'train/loss': buf}),
         meta=dict(seed=np.int64(3), arr=np.arange(3),
-                  dt=np.dtype('float32')))
+                  dt=np.dtype('float32')),
+        # mmengine MultiStepLR (mmdet's 1x/3x schedules) keeps a Counter
+        param_schedulers=[dict(milestones=collections.Counter([8, 11]))])
     path = tmp_path / 'runner.pth'
     torch.save(ckpt, path)
     loaded = _load_checkpoint(str(path), map_location='cpu')
     assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
     assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 1.5
     assert loaded['meta']['seed'] == 3
+    assert loaded['param_schedulers'][0]['milestones'] == {8: 1, 11: 1}
 
 
 def test_arbitrary_objects_are_refused(tmp_path):
