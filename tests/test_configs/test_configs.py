@@ -54,3 +54,21 @@ def test_variants_override_only_what_changes():
     assert w14.model.backbone.arch == 'base'
     assert (large.model.backbone.arch, large.model.backbone.window_size,
             large.model.neck.in_channels) == ('large', 14, 1536)
+
+
+def test_twins_entry_point_and_pcpvt_variant():
+    svt = Config.fromfile(osp.join(CFG_DIR, 'greenmim_twins.py'))
+    pcpvt = Config.fromfile(
+        osp.join(CFG_DIR,
+                 'greenmim_twins-pcpvt-large_8xb256-amp-coslr-800e_in1k.py'))
+    assert (svt.model.backbone.type, svt.model.backbone.arch,
+            svt.model.neck.in_channels) == ('GreenSVT', 'large', 1024)
+    assert (pcpvt.model.backbone.type, pcpvt.model.backbone.arch,
+            pcpvt.model.neck.in_channels) == ('GreenPCPVT', 'large', 512)
+    # the variant changes the backbone (and the decoder's input) only
+    for key in ('optim_wrapper', 'param_scheduler', 'train_dataloader',
+                'train_cfg'):
+        assert pcpvt[key] == svt[key], key
+    assert pcpvt.model.head == svt.model.head
+    assert pcpvt.model.backbone.norm_after_stage == [False] * 3 + [True]
+    assert '_scope_' not in svt.train_dataloader.collate_fn

@@ -1,0 +1,8 @@
+# GreenMIM Twins-SVT-L, 224 px, mask ratio 0.75, 8 GPUs x 256 images, AMP,
+# cosine lr, 800 epochs on ImageNet-1k (data/imagenet).
+_base_ = [
+    '_base_/models/greenmim_twins-svt-large.py',
+    '_base_/datasets/imagenet_bs256_greenmim_224.py',
+    '_base_/schedules/adamw_coslr-800e_bs2048.py',
+    '_base_/default_runtime.py',
+]

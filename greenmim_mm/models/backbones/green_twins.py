@@ -1,0 +1,365 @@
+"""Twins (PCPVT, SVT) with a visible-tokens-only (GreenMIM) forward path."""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch.nn.functional as F
+from mmpretrain.models import PCPVT, SVT
+from mmpretrain.models.backbones.twins import LocallyGroupedSelfAttention
+from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
+from ..utils.group_attention import group_window_attention
+from ..utils.grouping import GroupPlan, plan_group_attention
+from ..utils.masking import (morton_offsets, token_coords, unit_grid,
+                             visible_unit_ids)
+from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
+                                 plan_sparse_conv, resolve_backend,
+                                 sparse_conv2d)
+
+#: plans of one stage: ``'peg'`` (SparseConvPlan), ``'lsa'`` (GroupPlan or
+#: None when the stage has no locally-grouped attention)
+TwinsStagePlan = Dict[str, Union[SparseConvPlan, GroupPlan, None]]
+
+
+def _is_pow2(v: int) -> bool:
+    return v >= 1 and v & (v - 1) == 0
+
+
+def check_cell_conv(conv: nn.Conv2d, name: str) -> int:
+    """Raise unless ``conv`` has a square power-of-two kernel equal to its
+    stride, no padding, dilation or groups; return the kernel side."""
+    k = conv.kernel_size[0]
+    if conv.kernel_size != (k, k) or conv.stride != (k, k) or \
+            not _is_pow2(k) or conv.padding != (0, 0) or \
+            conv.dilation != (1, 1) or conv.groups != 1:
+        raise ValueError(
+            f'The masked path needs {name} to be a conv whose square '
+            f'power-of-two kernel equals its stride (no padding, groups or '
+            f'dilation); got kernel {conv.kernel_size}, stride '
+            f'{conv.stride}, padding {conv.padding}.')
+    return k
+
+
+def conv_on_cells(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A conv with kernel = stride = ``k`` on tokens in Morton order.
+
+    Each run of ``k * k`` tokens is one whole ``k x k`` cell (cells lie
+    inside mask units), so the conv is a reshape plus a linear layer whose
+    weight is the conv's, reordered from row-major to Morton order.
+
+    Args:
+        conv (nn.Conv2d): Patch embedding or spatial-reduction conv.
+        x (Tensor): ``(B, N, C_in)`` tokens, ``N`` a multiple of ``k * k``.
+
+    Returns:
+        Tensor: ``(B, N / k**2, C_out)``.
+    """
+    b, n, c = x.shape
+    k = conv.kernel_size[0]
+    cells = k * k
+    rc = morton_offsets(int(math.log2(k)), x.device)  # (k*k, 2)
+    # (C_out, C_in, k, k) -> (C_out, C_in, k*k) in Morton order
+    w = conv.weight.flatten(2)[:, :, rc[:, 0] * k + rc[:, 1]]
+    w = w.transpose(1, 2).reshape(conv.out_channels, cells * c)
+    # (B, N, C) -> (B, N/k², k²·C): token-major, like the weight
+    return F.linear(x.reshape(b, n // cells, cells * c), w, conv.bias)
+
+
+def embed_visible_units(proj: nn.Conv2d, x: Tensor, vis: Tensor,
+                        grid: Tuple[int, int], unit: int) -> Tensor:
+    """Patch-embed the visible mask units of images (no norm).
+
+    Args:
+        proj (nn.Conv2d): Patch projection, kernel = stride = ``p``.
+        x (Tensor): ``(B, C, H, W)`` images.
+        vis (Tensor): ``(B, n_vis)`` visible unit ids.
+        grid (tuple[int, int]): Unit grid ``(Hu, Wu)``.
+        unit (int): Mask unit side in pixels.
+
+    Returns:
+        Tensor: ``(B, n_vis * (U/p)**2, C0)``, Morton order in each unit.
+    """
+    b, c = x.shape[:2]
+    # (B, C, Hu*U, Wu*U) -> (B, Hu*Wu, C, U, U)
+    units = x.reshape(b, c, grid[0], unit, grid[1], unit).permute(
+        0, 2, 4, 1, 3, 5).reshape(b, -1, c, unit, unit)
+    idx = vis[:, :, None, None, None].expand(-1, -1, c, unit, unit)
+    units = units.gather(1, idx).flatten(0, 1)  # (B*n_vis, C, U, U)
+    feat = proj(units)  # (B*n_vis, C0, U/p, U/p)
+    side = feat.shape[-1]
+    rc = morton_offsets(int(math.log2(side)), x.device)  # (T_u, 2)
+    feat = feat.flatten(2)[:, :, rc[:, 0] * side + rc[:, 1]]
+    # (B*n_vis, C0, T_u) -> (B, n_vis*T_u, C0)
+    return feat.transpose(1, 2).reshape(b, -1, feat.shape[1])
+
+
+def green_gsa(attn: nn.Module, x: Tensor) -> Tensor:
+    """Global sub-sampled attention whose keys come from visible cells only.
+
+    Every spatial-reduction cell lies inside a mask unit, so the sr conv is
+    :func:`conv_on_cells`; every sample has the same number of visible
+    cells, so attention runs per sample without a mask.
+
+    Args:
+        attn (nn.Module): mmpretrain ``GlobalSubsampledAttention``.
+        x (Tensor): ``(B, N, C)`` normalised visible tokens.
+
+    Returns:
+        Tensor: ``(B, N, C)``.
+    """
+    b, n, c = x.shape
+    heads = attn.num_heads
+    # (B, N, C) -> (B, heads, N, C/heads)
+    q = attn.q(x).reshape(b, n, heads, c // heads).permute(0, 2, 1, 3)
+    if attn.sr_ratio > 1:
+        x = attn.norm(conv_on_cells(attn.sr, x))  # (B, N/r², C)
+    # (B, N_kv, 2C) -> (2, B, heads, N_kv, C/heads)
+    kv = attn.kv(x).reshape(b, -1, 2, heads, attn.head_dims).permute(
+        2, 0, 3, 1, 4)
+    drop = attn.attn_drop if attn.training else 0.
+    out = attn.scaled_dot_product_attention(q, kv[0], kv[1], dropout_p=drop)
+    out = out.transpose(1, 2).reshape(b, n, attn.embed_dims)  # (B, N, C)
+    return attn.out_drop(attn.proj_drop(attn.proj(out)))
+
+
+def green_twins_layer(layer: nn.Module, x: Tensor,
+                      plan: Optional[GroupPlan]) -> Tensor:
+    """An mmpretrain ``GSAEncoderLayer`` or ``LSAEncoderLayer`` on visible
+    tokens (same weights).
+
+    Args:
+        layer (nn.Module): The encoder layer.
+        x (Tensor): ``(B, N, C)`` visible tokens.
+        plan (GroupPlan, optional): Grouping of the stage's LSA windows.
+
+    Returns:
+        Tensor: ``(B, N, C)``.
+    """
+    y = layer.norm1(x)
+    if isinstance(layer.attn, LocallyGroupedSelfAttention):
+        y = group_window_attention(layer.attn, y, plan)
+    else:
+        y = green_gsa(layer.attn, y)
+    x = x + layer.drop_path(y)
+    return x + layer.drop_path(layer.ffn(layer.norm2(x)))
+
+
+class GreenTwinsMixin:
+    """The masked path shared by :class:`GreenPCPVT` and :class:`GreenSVT`.
+
+    Args:
+        arch (str | dict): Twins arch, as in mmpretrain.
+        sparse_conv_backend (str): Backend of the sparse PEG conv:
+            ``'auto'``, ``'gather'`` or ``'spconv'``. The PEG is depthwise,
+            which only ``'gather'`` supports. Defaults to ``'auto'``.
+        group_cost (Sequence[float]): ``(a, b)`` of the LSA grouping cost
+            model ``n_groups * (a * g**2 + b * g)``. Defaults to (1.0, 32.0).
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+        **kwargs: Other arguments of the mmpretrain parent.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict],
+                 sparse_conv_backend: str = 'auto',
+                 group_cost: Sequence[float] = (1.0, 32.0),
+                 init_cfg: Optional[dict] = None,
+                 **kwargs):
+        if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
+            raise ValueError(
+                f'Unknown {type(self).__name__} arch {arch!r}; choose one of '
+                f'{sorted(set(self.arch_zoo))} or pass a dict with the keys '
+                f'{sorted(self.essential_keys)}.')
+        super().__init__(arch, init_cfg=init_cfg, **kwargs)
+        self.group_cost = tuple(float(c) for c in group_cost)
+        self.sparse_conv_backend = sparse_conv_backend
+        for peg in self.position_encodings:
+            if peg.stride != 1:
+                raise ValueError('The masked path needs stride-1 PEGs.')
+            check_submanifold(peg.proj)
+            resolve_backend(peg.proj, sparse_conv_backend)  # clear errors
+        sides = [check_cell_conv(pe.projection, f'patch_embeds[{i}]')
+                 for i, pe in enumerate(self.patch_embeds)]
+        self.patch_size = sides[0]
+        self.mask_unit = math.prod(sides)
+        # tokens per unit side at every stage
+        self.unit_sides = [self.mask_unit // math.prod(sides[:i + 1])
+                           for i in range(self.num_stage)]
+        for i, stage in enumerate(self.stages):
+            for layer in stage:
+                sr = getattr(layer.attn, 'sr_ratio', 1)
+                if sr == 1:
+                    continue
+                check_cell_conv(layer.attn.sr, f'the sr conv of stage {i}')
+                if self.unit_sides[i] % sr:
+                    raise ValueError(
+                        f'sr_ratio {sr} of stage {i} spans several mask '
+                        f'units ({self.unit_sides[i]} tokens per unit '
+                        f'side); the masked path needs sr cells inside '
+                        f'units.')
+
+    # ------------------------------------------------------------------
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                plans: Optional[List[TwinsStagePlan]] = None
+                ) -> Tuple[Tensor]:
+        """Forward.
+
+        Args:
+            x (Tensor): ``(B, 3, H, W)`` images.
+            mask (Tensor, optional): ``(B, Hu * Wu)`` or ``(B, Hu, Wu)``
+                unit mask, 1 = masked. None runs the dense parent forward.
+                Defaults to None.
+            plans (list[dict], optional): Precomputed plans, from
+                :meth:`make_plans`. Defaults to None (computed here).
+
+        Returns:
+            tuple[Tensor]: Dense: ``(B, C_i, H_i, W_i)`` per out index.
+            Masked: ``(B, N_i, C_i)`` visible tokens per out index, ordered
+            by visible unit (ascending) then Morton order inside the unit.
+        """
+        if mask is None:
+            return super().forward(x)
+        return self.forward_masked(x, mask, plans)
+
+    def _check_mask(self, x: Tensor, mask: Tensor) -> Tuple[int, int]:
+        grid = unit_grid(x.shape[-2:], self.mask_unit)
+        if mask.shape[0] != x.shape[0] or \
+                mask[0].numel() != grid[0] * grid[1]:
+            raise ValueError(
+                f'mask of shape {tuple(mask.shape)} does not match images of '
+                f'shape {tuple(x.shape)}: expected ({x.shape[0]}, '
+                f'{grid[0] * grid[1]}) or ({x.shape[0]}, {grid[0]}, '
+                f'{grid[1]}) for a {self.mask_unit} px mask unit.')
+        return grid
+
+    def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
+                   ) -> List[TwinsStagePlan]:
+        """Sparse-conv and grouping plans of every stage (on CPU).
+
+        Args:
+            mask (Tensor): ``(B, L)`` unit mask, 1 = masked.
+            img_hw (tuple[int, int]): Image size.
+
+        Returns:
+            list[dict]: Per stage, ``{'peg': SparseConvPlan, 'lsa':
+            GroupPlan or None}``.
+        """
+        grid = unit_grid(img_hw, self.mask_unit)
+        vis = visible_unit_ids(mask.reshape(mask.shape[0], -1).cpu())
+        plans = []
+        for i, stage in enumerate(self.stages):
+            side = self.unit_sides[i]
+            hw = (grid[0] * side, grid[1] * side)
+            coords = token_coords(vis, grid[1], int(math.log2(side)))
+            peg = self.position_encodings[i].proj
+            plan: TwinsStagePlan = dict(
+                peg=plan_sparse_conv(coords, hw, peg.kernel_size,
+                                     peg.dilation), lsa=None)
+            windows = {layer.attn.window_size for layer in stage
+                       if isinstance(layer.attn, LocallyGroupedSelfAttention)}
+            if len(windows) > 1:
+                raise ValueError(f'Stage {i} mixes LSA window sizes '
+                                 f'{sorted(windows)}.')
+            if windows:
+                plan['lsa'] = plan_group_attention(
+                    coords, hw, windows.pop(), 0, self.group_cost)
+            plans.append(plan)
+        return plans
+
+    def forward_masked(self, x: Tensor, mask: Tensor,
+                       plans: Optional[List[TwinsStagePlan]] = None
+                       ) -> Tuple[Tensor]:
+        """Visible-tokens-only forward; see :meth:`forward`."""
+        grid = self._check_mask(x, mask)
+        mask = mask.reshape(mask.shape[0], -1)
+        if plans is None:
+            plans = self.make_plans(mask, x.shape[-2:])
+        plans = [{k: None if p is None else p.to(x.device, non_blocking=True)
+                  for k, p in sp.items()} for sp in plans]
+        # index planning stays on the CPU: no host-device sync
+        vis = visible_unit_ids(mask.cpu()).to(x.device, non_blocking=True)
+        outs = []
+        for i in range(self.num_stage):
+            embed = self.patch_embeds[i]
+            if i == 0:
+                x = embed_visible_units(embed.projection, x, vis, grid,
+                                        self.mask_unit)  # (B, N_0, C_0)
+            else:
+                x = conv_on_cells(embed.projection, x)  # (B, N_i, C_i)
+            if embed.norm is not None:
+                x = embed.norm(x)
+            x = self.position_encoding_drops[i](x)
+            for j, layer in enumerate(self.stages[i]):
+                x = green_twins_layer(layer, x, plans[i]['lsa'])
+                if j == 0:  # PEG: submanifold depthwise conv + identity
+                    x = x + sparse_conv2d(self.position_encodings[i].proj, x,
+                                          plans[i]['peg'],
+                                          self.sparse_conv_backend)
+            x = getattr(self, f'norm_after_stage{i}')(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+
+@MODELS.register_module()
+class GreenPCPVT(GreenTwinsMixin, PCPVT):
+    """Twins-PCPVT that can run on visible mask units only.
+
+    GreenMIM: `Green Hierarchical Vision Transformer for Masked Image
+    Modeling <https://arxiv.org/abs/2205.13515>`_; Twins: `Revisiting the
+    Design of Spatial Attention in Vision Transformers
+    <https://arxiv.org/abs/2104.13840>`_.
+
+    With ``mask=None`` this is exactly mmpretrain's ``PCPVT`` (same
+    forward, same state-dict keys). With a mask, only the visible tokens go
+    through every stage: the patch embeddings (kernel = stride) act on whole
+    visible units as a reshape plus linear, global sub-sampled attention
+    takes its keys from visible units only (the spatial-reduction cells,
+    sr_ratios 8, 4, 2, 1 at strides 4, 8, 16, 32, are the 32 px mask units),
+    and the PEG is a submanifold sparse depthwise conv.
+
+    Mask convention: ``(B, Hu * Wu)`` or ``(B, Hu, Wu)``, **1 = masked**,
+    the same number of visible units in every sample; the mask unit is the
+    product of the strides (32 px for the usual archs).
+
+    Args:
+        arch (str | dict): PCPVT arch (``'small'``, ``'base'``, ``'large'``
+            or a dict, see mmpretrain).
+        sparse_conv_backend (str): ``'auto'``, ``'gather'`` or
+            ``'spconv'`` for the PEG. Defaults to ``'auto'``.
+        group_cost (Sequence[float]): Unused by PCPVT (no LSA), kept for a
+            uniform interface. Defaults to (1.0, 32.0).
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+        **kwargs: Other arguments of mmpretrain ``PCPVT``.
+    """
+
+
+@MODELS.register_module()
+class GreenSVT(GreenTwinsMixin, SVT):
+    """Twins-SVT that can run on visible mask units only.
+
+    GreenMIM: `Green Hierarchical Vision Transformer for Masked Image
+    Modeling <https://arxiv.org/abs/2205.13515>`_; Twins: `Revisiting the
+    Design of Spatial Attention in Vision Transformers
+    <https://arxiv.org/abs/2104.13840>`_.
+
+    As :class:`GreenPCPVT`, plus locally-grouped attention (LSA) as Group
+    Window Attention with optimal grouping and a blocking-only mask (Twins
+    has no relative position bias). A stage whose map fits in one window
+    attends over each sample's visible tokens.
+
+    Padding: dense SVT pads a map that is not a multiple of the window (and
+    mmpretrain's padding mask is only applied when both sides are padded).
+    The masked path treats padding as masked, so with nothing masked the
+    two agree exactly when every stage map is a multiple of its window
+    (224 px with window 7).
+
+    Args:
+        arch (str | dict): SVT arch (``'small'``, ``'base'``, ``'large'``
+            or a dict with ``window_sizes``, see mmpretrain).
+        sparse_conv_backend (str): ``'auto'``, ``'gather'`` or
+            ``'spconv'`` for the PEG. Defaults to ``'auto'``.
+        group_cost (Sequence[float]): ``(a, b)`` of the LSA grouping cost
+            model. Defaults to (1.0, 32.0).
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+        **kwargs: Other arguments of mmpretrain ``SVT``.
+    """
