@@ -95,19 +95,23 @@ class GroupPlan:
         the gathered bias back onto the ``T = (2w-1)**2 + 1`` table rows.
 
         ``bias_scatter @ grad`` replaces the scatter-add backward of
-        ``table[rel_index]``, which is slow on CPU. Built once per plan and
+        ``table[rel_index]``, which is slow on CPU. Blocked pairs read the
+        constant ``-inf`` row and are left out. Built once per plan and
         shared by every block that uses the plan.
         """
         if self._bias_scatter is None:
-            flat = self.rel_index.reshape(-1).long()  # (G*g*g,)
             rows = (2 * self.window - 1)**2 + 1
-            order = torch.sort(flat, stable=True)[1]  # columns, row-major
-            crow = flat.new_zeros(rows + 1)
-            crow[1:] = torch.bincount(flat, minlength=rows).cumsum(0)
+            flat = self.rel_index.reshape(-1)  # (M,) M = G*g*g
+            # blocked pairs read the constant -inf row: no gradient to sum
+            cols = (flat != rows - 1).nonzero().squeeze(1)  # (M',)
+            keys = flat[cols]
+            cols = cols[torch.sort(keys, stable=True)[1]]  # row-major
+            crow = cols.new_zeros(rows + 1)
+            crow[1:] = torch.bincount(keys, minlength=rows).cumsum(0)
             with warnings.catch_warnings():  # "CSR support is in beta"
                 warnings.simplefilter('ignore', UserWarning)
                 self._bias_scatter = torch.sparse_csr_tensor(
-                    crow, order, torch.ones(flat.numel(), device=flat.device),
+                    crow, cols, torch.ones(cols.numel(), device=flat.device),
                     (rows, flat.numel()))
         return self._bias_scatter
 
