@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from ..utils.group_attention import group_window_attention
 from ..utils.grouping import GroupPlan, plan_group_attention
-from ..utils.masking import (morton_offsets, token_coords, unit_grid,
-                             visible_unit_ids)
+from ..utils.masking import (check_unit_mask, morton_offsets, token_coords,
+                             unit_grid, visible_unit_ids)
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
                                  plan_sparse_conv, resolve_backend,
                                  sparse_conv2d)
@@ -220,17 +220,6 @@ class GreenTwinsMixin:
             return super().forward(x)
         return self.forward_masked(x, mask, plans)
 
-    def _check_mask(self, x: Tensor, mask: Tensor) -> Tuple[int, int]:
-        grid = unit_grid(x.shape[-2:], self.mask_unit)
-        if mask.shape[0] != x.shape[0] or \
-                mask[0].numel() != grid[0] * grid[1]:
-            raise ValueError(
-                f'mask of shape {tuple(mask.shape)} does not match images of '
-                f'shape {tuple(x.shape)}: expected ({x.shape[0]}, '
-                f'{grid[0] * grid[1]}) or ({x.shape[0]}, {grid[0]}, '
-                f'{grid[1]}) for a {self.mask_unit} px mask unit.')
-        return grid
-
     def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
                    ) -> List[TwinsStagePlan]:
         """Sparse-conv and grouping plans of every stage (on CPU).
@@ -269,7 +258,7 @@ class GreenTwinsMixin:
                        plans: Optional[List[TwinsStagePlan]] = None
                        ) -> Tuple[Tensor]:
         """Visible-tokens-only forward; see :meth:`forward`."""
-        grid = self._check_mask(x, mask)
+        grid = check_unit_mask(x.shape, mask, self.mask_unit)
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:
             plans = self.make_plans(mask, x.shape[-2:])

@@ -4,18 +4,20 @@ from .grouping import (GroupPlan, assign_windows, best_subset,
                        effective_shift, group_cost, num_groups, pack_windows,
                        plan_group_attention, plan_single_window,
                        relative_index, search_group_size, window_ids)
-from .masking import (check_mask_ratio, morton_offsets, num_visible_units,
-                      random_unit_mask, restore_ids, token_coords, unit_grid,
-                      visible_unit_ids)
+from .masking import (check_mask_ratio, check_unit_mask, morton_offsets,
+                      num_visible_units, random_unit_mask, restore_ids,
+                      token_coords, unit_grid, visible_unit_ids)
 from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
                           sparse_conv2d, spconv_available)
 
 __all__ = [
     'extended_bias_table', 'gather_bias', 'group_window_attention',
-    'GroupPlan', 'assign_windows', 'best_subset', 'effective_shift', 'group_cost',
+    'GroupPlan', 'assign_windows', 'best_subset', 'effective_shift',
+    'group_cost',
     'num_groups', 'pack_windows', 'plan_group_attention',
     'plan_single_window', 'relative_index', 'search_group_size',
-    'window_ids', 'check_mask_ratio', 'morton_offsets', 'num_visible_units',
+    'window_ids', 'check_mask_ratio', 'check_unit_mask', 'morton_offsets',
+    'num_visible_units',
     'random_unit_mask', 'restore_ids', 'token_coords', 'unit_grid',
     'visible_unit_ids',
     'SparseConvPlan', 'plan_sparse_conv', 'resolve_backend',

@@ -8,9 +8,10 @@ the batch:
 1. For a candidate ``g``, groups are filled one at a time: the largest
    remaining window, plus the subset of the other remaining windows whose
    token count fills the group closest to ``g`` without exceeding it: a 0/1
-   knapsack (weight = value = count) solved exactly by DP. Counts are small integers, so the DP runs on the *histogram* of
-   counts (bounded knapsack, bitset DP with binary splitting) and an optimal
-   subset is reused for as many groups as the histogram allows: the cost is
+   knapsack (weight = value = count) solved exactly by DP. Counts are small
+   integers, so the DP runs on the *histogram* of counts (bounded
+   knapsack, bitset DP with binary splitting) and an optimal subset is
+   reused for as many groups as the histogram allows: the cost is
    independent of the number of windows.
 2. The ``g`` that minimises the modelled attention cost
    ``n_groups(g) * (a * g**2 + b * g)`` is searched from the largest window

@@ -12,7 +12,7 @@ row bit before the column bit at every level. The four tokens of each 2x2
 merge group are then consecutive, in the (0,0), (0,1), (1,0), (1,1) order that
 ``mmcv.cnn.PatchMerging`` expects, and merging is a reshape.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -40,6 +40,32 @@ def unit_grid(img_hw: Tuple[int, int], unit: int) -> Tuple[int, int]:
             f'{max(unit, round(h / unit) * unit)}x'
             f'{max(unit, round(w / unit) * unit)}.')
     return h // unit, w // unit
+
+
+def check_unit_mask(img_shape: Sequence[int], mask: Tensor,
+                    unit: int) -> Tuple[int, int]:
+    """Check that a unit mask fits a batch of images.
+
+    Args:
+        img_shape (Sequence[int]): ``(B, C, H, W)`` shape of the images.
+        mask (Tensor): ``(B, Hu * Wu)`` or ``(B, Hu, Wu)`` unit mask.
+        unit (int): Side of a mask unit in pixels.
+
+    Returns:
+        tuple[int, int]: The unit grid ``(Hu, Wu)``.
+
+    Raises:
+        ValueError: If the image size is not a multiple of ``unit`` or the
+            mask does not match the batch or the grid.
+    """
+    b = img_shape[0]
+    grid = unit_grid(img_shape[-2:], unit)
+    if mask.shape[0] != b or mask[0].numel() != grid[0] * grid[1]:
+        raise ValueError(
+            f'mask of shape {tuple(mask.shape)} does not match images of '
+            f'shape {tuple(img_shape)}: expected ({b}, {grid[0] * grid[1]}) '
+            f'or ({b}, {grid[0]}, {grid[1]}) for a {unit} px mask unit.')
+    return grid
 
 
 def check_mask_ratio(mask_ratio: float) -> float:
