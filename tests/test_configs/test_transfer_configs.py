@@ -14,12 +14,14 @@ from mmengine.registry import DefaultScope
 import greenmim_mm  # noqa: F401  registers the models
 
 CFG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
-DET = sorted(glob.glob(osp.join(CFG_DIR, 'mmdet', '*.py')))
+DET = sorted(glob.glob(osp.join(CFG_DIR, 'mmdet', '*swin*.py')))
 FT = sorted(glob.glob(osp.join(CFG_DIR, 'benchmarks', '*.py')))
 DET_1X = osp.join(CFG_DIR, 'mmdet',
                   'mask-rcnn_greenmim-swin-base-w7_fpn_1x_coco.py')
 DET_3X = osp.join(CFG_DIR, 'mmdet',
                   'mask-rcnn_greenmim-swin-base-w7_fpn_ms-crop-3x_coco.py')
+DET_TWINS = osp.join(CFG_DIR, 'mmdet',
+                     'mask-rcnn_greenmim-twins-svt-large_fpn_1x_coco.py')
 FT_W7 = osp.join(CFG_DIR, 'benchmarks',
                  'greenmim_swin-base-w7_8xb256-amp-coslr-100e_in1k.py')
 FT_W14 = osp.join(CFG_DIR, 'benchmarks',
@@ -56,6 +58,8 @@ def _groups(cfg, model):
 
 
 def test_configs_found():
+    assert set(glob.glob(osp.join(CFG_DIR, 'mmdet', '*.py'))) == {
+        DET_1X, DET_3X, DET_TWINS}
     assert {osp.basename(p) for p in DET} == {
         osp.basename(DET_1X), osp.basename(DET_3X)}
     assert {osp.basename(p) for p in FT} == {
@@ -269,3 +273,49 @@ def test_finetune_w14_pads_only_the_last_stage():
     b14.stage_cfgs = {}
     with torch.no_grad(), pytest.raises(AssertionError, match='pad_small_map'):
         MODELS.build(b14)(torch.randn(1, 3, 224, 224))
+
+
+def test_mmdet_twins_loads_a_greenmim_twins_checkpoint(tmp_path):
+    from greenmim_mm.models.backbones import GreenSVT
+    cfg = Config.fromfile(DET_TWINS)
+    bb = cfg.model.backbone
+    assert (bb.type, bb.arch, bb.out_indices) == ('mmpretrain.GreenSVT',
+                                                  'large', (0, 1, 2, 3))
+    assert cfg.model.neck.in_channels == [128, 256, 512, 1024]
+    assert bb.init_cfg.checkpoint == 'work_dirs/greenmim_twins/epoch_800.pth'
+    pre = Config.fromfile(osp.join(CFG_DIR, 'greenmim_twins.py'))
+    assert pre.train_cfg.max_epochs == 800
+    assert pre.model.backbone.arch == bb.arch
+    # a tiny SVT pretrained by GreenMIM (norm after the last stage only)
+    tiny = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 2, 1],
+                num_heads=[1, 2, 4, 8], patch_sizes=[4, 2, 2, 2],
+                strides=[4, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
+                sr_ratios=[8, 4, 2, 1], window_sizes=[7, 7, 7, 7])
+    src = GreenSVT(tiny, out_indices=(3, ),
+                   norm_after_stage=[False] * 3 + [True])
+    ckpt = tmp_path / 'greenmim_twins.pth'
+    torch.save({'state_dict': {'backbone.' + k: v
+                               for k, v in src.state_dict().items()}}, ckpt)
+    cfg.model.backbone.arch = tiny
+    cfg.model.backbone.init_cfg.checkpoint = str(ckpt)
+    cfg.model.neck.in_channels = tiny['embed_dims']
+    model = _build(cfg)
+    model.init_weights()
+    got = model.backbone.state_dict()
+    for k, v in src.state_dict().items():
+        assert torch.equal(got[k], v), k
+    feats = model.backbone(torch.zeros(1, 3, 64, 96))
+    assert [f.shape[1] for f in feats] == tiny['embed_dims']
+    # no decay on norms, decay elsewhere
+    groups = _groups(cfg, model)
+    assert groups['backbone.norm_after_stage3.weight']['weight_decay'] == 0
+    assert groups['backbone.position_encodings.0.proj.weight'][
+        'weight_decay'] == 0.05
+    # a Swin checkpoint is refused with a message naming the mismatch
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'swin.pth')
+    from greenmim_mm.models.backbones import GreenSwinTransformer
+    torch.save({'state_dict': {
+        'backbone.' + k: v for k, v in GreenSwinTransformer(
+            arch=TINY).state_dict().items()}}, tmp_path / 'swin.pth')
+    with pytest.raises(ValueError, match='GreenSVT'):
+        _build(cfg).init_weights()

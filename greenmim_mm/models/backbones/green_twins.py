@@ -15,6 +15,7 @@ from ..utils.masking import (check_unit_mask, morton_offsets, token_coords,
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
                                  plan_sparse_conv, resolve_backend,
                                  sparse_conv2d)
+from .pretrained_check import init_weights_checked
 
 #: plans of one stage: ``'peg'`` (SparseConvPlan), ``'lsa'`` (GroupPlan or
 #: None when the stage has no locally-grouped attention)
@@ -196,6 +197,11 @@ class GreenTwinsMixin:
                         f'units ({self.unit_sides[i]} tokens per unit '
                         f'side); the masked path needs sr cells inside '
                         f'units.')
+
+    def init_weights(self) -> None:
+        """As the parent's, but a ``Pretrained`` checkpoint of another
+        architecture raises (see :mod:`.pretrained_check`)."""
+        init_weights_checked(self, super().init_weights)
 
     # ------------------------------------------------------------------
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
