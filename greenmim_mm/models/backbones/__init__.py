@@ -1,13 +1,12 @@
 from .green_swin import GreenSwinTransformer, green_swin_block, merge_visible
-from .green_twins import (GreenPCPVT, GreenSVT, GreenTwinsMixin,
-                          conv_on_cells, embed_visible_units, green_gsa,
+from .green_twins import (GreenPCPVT, GreenSVT, GreenTwinsMixin, green_gsa,
                           green_twins_layer)
 from .pretrained_check import (PretrainedReport, init_weights_checked,
                                load_pretrained_checked)
 
 __all__ = [
     'GreenSwinTransformer', 'green_swin_block', 'merge_visible',
-    'GreenPCPVT', 'GreenSVT', 'GreenTwinsMixin', 'conv_on_cells',
-    'embed_visible_units', 'green_gsa', 'green_twins_layer',
+    'GreenPCPVT', 'GreenSVT', 'GreenTwinsMixin', 'green_gsa',
+    'green_twins_layer',
     'PretrainedReport', 'init_weights_checked', 'load_pretrained_checked'
 ]

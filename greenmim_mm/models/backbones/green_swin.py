@@ -11,8 +11,9 @@ from torch import Tensor, nn
 from ..utils.group_attention import group_window_attention
 from ..utils.grouping import (GroupPlan, effective_shift,
                               plan_group_attention)
-from ..utils.masking import (check_unit_mask, morton_offsets, token_coords,
+from ..utils.masking import (check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
+from ..utils.unit_conv import embed_visible_units
 from .pretrained_check import init_weights_checked
 
 #: plans of one stage, keyed by (window, effective shift)
@@ -195,19 +196,8 @@ class GreenSwinTransformer(SwinTransformer):
     def _embed_visible(self, x: Tensor, vis: Tensor,
                        grid: Tuple[int, int]) -> Tensor:
         """Patch-embed the visible units: ``(B, n_vis * T_u, C)``."""
-        b, c = x.shape[:2]
-        u, p = self.mask_unit, self.patch_size
-        # (B, C, Hu*U, Wu*U) -> (B, Hu*Wu, C, U, U)
-        units = x.view(b, c, grid[0], u, grid[1], u).permute(
-            0, 2, 4, 1, 3, 5).reshape(b, -1, c, u, u)
-        idx = vis[:, :, None, None, None].expand(-1, -1, c, u, u)
-        units = units.gather(1, idx).flatten(0, 1)  # (B*n_vis, C, U, U)
-        feat = self.patch_embed.projection(units)  # (B*n_vis, C0, U/p, U/p)
-        side = u // p
-        rc = morton_offsets(int(math.log2(side)), x.device)  # (T_u, 2)
-        feat = feat.flatten(2)[:, :, rc[:, 0] * side + rc[:, 1]]
-        # (B*n_vis, C0, T_u) -> (B, n_vis*T_u, C0)
-        feat = feat.transpose(1, 2).reshape(b, -1, feat.shape[1])
+        feat = embed_visible_units(self.patch_embed.projection, x, vis, grid,
+                                   self.mask_unit)
         if self.patch_embed.norm is not None:
             feat = self.patch_embed.norm(feat)
         return feat

@@ -7,10 +7,12 @@ from .grouping import (GroupPlan, assign_windows, best_subset,
 from .masking import (check_mask_ratio, check_unit_mask, morton_offsets,
                       num_visible_units, random_unit_mask, restore_ids,
                       token_coords, unit_grid, visible_unit_ids)
+from .unit_conv import check_cell_conv, conv_on_cells, embed_visible_units
 from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
                           sparse_conv2d, spconv_available)
 
 __all__ = [
+    'check_cell_conv', 'conv_on_cells', 'embed_visible_units',
     'extended_bias_table', 'gather_bias', 'group_window_attention',
     'GroupPlan', 'assign_windows', 'best_subset', 'effective_shift',
     'group_cost',
