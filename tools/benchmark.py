@@ -10,6 +10,8 @@ every windowed stage.
 
     python tools/benchmark.py --batch-size 4 --steps 5 --threads 2
     python tools/benchmark.py --batch-size 128 --amp       # on a GPU
+    python tools/benchmark.py --plan-only --batch-size 256  # planning only
+    python tools/benchmark.py --bias-grad-ab --steps 10    # one CPU choice
 
 Prints a table and writes JSON (``--json``).
 """
@@ -163,6 +165,34 @@ def green_planning(bench, steps=5):
         k: statistics.mean(v) for k, v in waste.items()}
 
 
+def bias_grad_ab(batch, img_size, device, steps, warmup):
+    """GreenMIM steps with the sparse-matmul backward of the bias gather
+    against plain indexing (``index_put_`` backward), interleaved."""
+    import greenmim_mm.models.utils.group_attention as ga
+    sparse = ga.gather_bias
+
+    def plain(table, plan):
+        return ga.extended_bias_table(table)[plan.rel_index].permute(
+            0, 3, 1, 2)
+
+    bench = Bench('greenmim', batch, img_size, device, False)
+    times = {'sparse': [], 'plain': []}
+    try:
+        for i in range(warmup + steps):
+            for name, fn in (('sparse', sparse), ('plain', plain)):
+                ga.gather_bias = fn
+                t0 = time.perf_counter()
+                bench.step(record=False)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        ga.gather_bias = sparse
+    res = {k: statistics.median(v) for k, v in times.items()}
+    print(f"bias-gather backward, batch {batch}: sparse {res['sparse']:.3f} "
+          f"s/step, plain {res['plain']:.3f} s/step (median of {steps})")
+    return res
+
+
 def peak_rss_mb(name, batch, img_size, threads):
     """Peak RSS of a fresh subprocess running 3 steps of one model."""
     out = subprocess.run(
@@ -185,6 +215,9 @@ def main(argv=None):
     p.add_argument('--json', default=None)
     p.add_argument('--plan-only', action='store_true',
                    help='only time the grouping plan (no training steps)')
+    p.add_argument('--bias-grad-ab', action='store_true',
+                   help='only compare GreenMIM steps with the sparse and '
+                   'the plain backward of the bias gather (CPU)')
     p.add_argument('--memory-probe', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -207,6 +240,10 @@ def main(argv=None):
         print(int(hwm[0].split()[1]) / 1024 if hwm else
               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
+
+    if args.bias_grad_ab:
+        return bias_grad_ab(args.batch_size, args.img_size, device,
+                            args.steps, args.warmup)
 
     if args.plan_only:
         bench = Bench.__new__(Bench)
