@@ -72,9 +72,13 @@ def simmim_samples(batch, img_size, device, ratio=0.6):
 class Bench:
     """One model, its optimiser and a fixed input batch."""
 
-    def __init__(self, name, batch, img_size, device, amp):
+    def __init__(self, name, batch, img_size, device, amp,
+                 prefetch_plans=False):
         self.name, self.device, self.amp = name, device, amp
         self.model = build(name, img_size).to(device).train()
+        if name == 'greenmim':
+            self.model.prefetch_plans = prefetch_plans
+        self.iter = 0
         # the same optimiser for both; fused AdamW where torch has it
         try:
             self.opt = torch.optim.AdamW(
@@ -93,6 +97,10 @@ class Bench:
         samples = None
         if self.name == 'simmim':
             samples = simmim_samples(self.batch, self.img_size, self.device)
+        else:  # as under a Runner: per-iteration masks (and prefetching)
+            from mmengine.logging import MessageHub
+            MessageHub.get_current_instance().update_info('iter', self.iter)
+            self.iter += 1
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.amp):
             return self.model.loss(self.x, samples)['loss']
@@ -215,6 +223,9 @@ def main(argv=None):
     p.add_argument('--json', default=None)
     p.add_argument('--plan-only', action='store_true',
                    help='only time the grouping plan (no training steps)')
+    p.add_argument('--prefetch-plans', action='store_true',
+                   help="GreenMIM's prefetch_plans=True (next step's masks "
+                   'and plans in a background thread)')
     p.add_argument('--bias-grad-ab', action='store_true',
                    help='only compare GreenMIM steps with the sparse and '
                    'the plain backward of the bias gather (CPU)')
@@ -255,8 +266,8 @@ def main(argv=None):
                   f'{k} {100 * v:.1f}%' for k, v in waste.items()))
         return dict(plan_ms=plan_s * 1e3, padding_waste=waste)
 
-    benches = [Bench(n, args.batch_size, args.img_size, device, args.amp)
-               for n in ('greenmim', 'simmim')]
+    benches = [Bench(n, args.batch_size, args.img_size, device, args.amp,
+                     args.prefetch_plans) for n in ('greenmim', 'simmim')]
     for _ in range(args.warmup):
         for b in benches:
             b.step(record=False)
@@ -285,6 +296,7 @@ def main(argv=None):
     res['padding_waste'] = waste
     res['setup'] = dict(device=str(device), batch=args.batch_size,
                         img_size=args.img_size, amp=args.amp,
+                        prefetch_plans=args.prefetch_plans,
                         threads=torch.get_num_threads(), steps=args.steps,
                         torch=torch.__version__)
 

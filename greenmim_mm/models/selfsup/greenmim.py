@@ -1,7 +1,6 @@
 """The GreenMIM algorithm: thin glue around backbone, decoder and head."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from mmengine.logging import MessageHub
 from mmpretrain.models.selfsup import BaseSelfSupervisor
@@ -10,6 +9,7 @@ from mmpretrain.structures import DataSample
 
 from ..utils.masking import (check_mask_ratio, random_unit_mask, restore_ids,
                              unit_grid)
+from .plan_prefetch import PlanPrefetcher, iteration_generator, warm_plans
 
 
 @MODELS.register_module()
@@ -27,6 +27,9 @@ class GreenMIM(BaseSelfSupervisor):
     a generator seeded by ``(torch.initial_seed(), i)`` (the run seed, plus
     the rank with ``diff_rank_seed``), so a resumed run draws the same
     masks as an uninterrupted one. Outside a Runner, torch's global RNG.
+    With ``prefetch_plans``, iteration ``i + 1``'s masks and grouping plans
+    are made in a background thread during iteration ``i`` (the same masks,
+    off the critical path; see :mod:`.plan_prefetch`).
 
     Args:
         backbone (dict): A Green backbone config (takes ``mask=``).
@@ -34,6 +37,10 @@ class GreenMIM(BaseSelfSupervisor):
         head (dict): Head config, e.g. ``GreenMIMHead``.
         mask_ratio (float): Fraction of units masked, in (0, 1).
             Defaults to 0.75.
+        prefetch_plans (bool): Make the next iteration's masks and plans
+            in a background thread while a Runner trains. Meant for GPUs,
+            where the main thread waits for the device; on a CPU the thread
+            competes with the compute. Defaults to False.
         data_preprocessor (dict, optional): Defaults to None
             (``SelfSupDataPreprocessor``).
         init_cfg (dict, optional): Initialization config. Defaults to None.
@@ -45,6 +52,7 @@ class GreenMIM(BaseSelfSupervisor):
                  neck: dict,
                  head: dict,
                  mask_ratio: float = 0.75,
+                 prefetch_plans: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
@@ -53,27 +61,65 @@ class GreenMIM(BaseSelfSupervisor):
                          data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg, **kwargs)
         self._mask_iter = None  # Runner iteration of the last masks drawn
+        self.prefetch_plans = bool(prefetch_plans)
+        self._prefetcher = PlanPrefetcher()
+        self._served: List[int] = []  # iterations served by the prefetcher
+
+    def _runner_iteration(self) -> Optional[int]:
+        """The Runner's training iteration (``MessageHub`` info ``iter``,
+        which a resumed Runner restores), or None outside Runner training
+        (no ``iter`` info, or the same one as at the previous call)."""
+        if not self.training:
+            return None
+        iteration = MessageHub.get_current_instance().get_info('iter')
+        # a Runner moves on every step; a stale hub (a loop after a Runner
+        # in the same process) does not
+        last, self._mask_iter = self._mask_iter, iteration
+        if iteration is None or iteration == last:
+            return None
+        return int(iteration)
 
     def mask_generator(self) -> Optional[torch.Generator]:
         """CPU generator for this training iteration's masks.
 
         Returns:
             torch.Generator, optional: Seeded by the process's torch seed
-            and the Runner's iteration (``MessageHub`` info ``iter``, which
-            a resumed Runner restores), or None outside Runner training
-            (no ``iter`` info, or the same one as at the previous call).
+            and the Runner's iteration, or None outside Runner training
+            (then masks come from torch's global RNG).
         """
-        if not self.training:
+        iteration = self._runner_iteration()
+        if iteration is None:
             return None
-        iteration = MessageHub.get_current_instance().get_info('iter')
-        # a Runner moves on every step; a stale hub (a loop after a Runner
-        # in the same process) does not: use the global RNG then
-        last, self._mask_iter = self._mask_iter, iteration
-        if iteration is None or iteration == last:
-            return None
-        seed = np.random.SeedSequence(
-            [torch.initial_seed(), int(iteration)]).generate_state(1)[0]
-        return torch.Generator().manual_seed(int(seed))
+        return iteration_generator(torch.initial_seed(), iteration)
+
+    def _masks_and_plans(self, batch: int, grid: Tuple[int, int],
+                         img_hw: Tuple[int, int], device: torch.device):
+        """``(mask, plans)`` of this step; plans None = made in forward."""
+        iteration = self._runner_iteration()
+        if iteration is None:
+            return random_unit_mask(batch, grid, self.mask_ratio), None
+        seed = torch.initial_seed()
+        if not self.prefetch_plans:
+            return random_unit_mask(
+                batch, grid, self.mask_ratio,
+                generator=iteration_generator(seed, iteration)), None
+
+        def job(it: int):
+            mask = random_unit_mask(batch, grid, self.mask_ratio,
+                                    generator=iteration_generator(seed, it))
+            plans = self.backbone.make_plans(mask, img_hw)
+            warm_plans(plans, device)
+            return mask, plans
+
+        key = (batch, grid, tuple(img_hw), seed)
+        ready = self._prefetcher.take(key + (iteration, ))
+        self._prefetcher.submit(key + (iteration + 1, ),
+                                lambda: job(iteration + 1))
+        if ready is None:
+            return job(iteration)
+        self._served.append(iteration)  # for tests and debugging
+        del self._served[:-8]
+        return ready
 
     def extract_feat(self, inputs: torch.Tensor):
         """Dense features (no mask), as for downstream use."""
@@ -92,9 +138,9 @@ class GreenMIM(BaseSelfSupervisor):
         """
         grid = unit_grid(inputs.shape[-2:], self.backbone.mask_unit)
         # masks are drawn and planned on the CPU: no host-device sync
-        mask = random_unit_mask(inputs.shape[0], grid, self.mask_ratio,
-                                generator=self.mask_generator())
-        feats = self.backbone(inputs, mask=mask)
+        mask, plans = self._masks_and_plans(
+            inputs.shape[0], grid, tuple(inputs.shape[-2:]), inputs.device)
+        feats = self.backbone(inputs, mask=mask, plans=plans)
         ids_restore = restore_ids(mask).to(inputs.device, non_blocking=True)
         pred = self.neck(feats[-1], ids_restore, grid)
         mask = mask.to(inputs.device, non_blocking=True)

@@ -1,0 +1,84 @@
+"""Masks and grouping plans of the next iteration, made in a background
+thread while the current iteration computes.
+
+Masks do not depend on the images, only on the batch size, the unit grid
+and the iteration's seed, so iteration ``i + 1``'s masks and plans can be
+made while iteration ``i`` runs. On a GPU the main thread spends much of a
+step waiting for the device (with the GIL released), which is when the
+planning thread runs: planning leaves the critical path.
+"""
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Hashable, Optional
+
+import numpy as np
+import torch
+
+from ..utils.grouping import GroupPlan
+
+
+def iteration_generator(base_seed: int, iteration: int) -> torch.Generator:
+    """CPU generator for the masks of one training iteration.
+
+    Args:
+        base_seed (int): The process's torch seed (run seed, plus the rank
+            with ``diff_rank_seed``).
+        iteration (int): Runner iteration.
+
+    Returns:
+        torch.Generator: Seeded by ``(base_seed, iteration)``.
+    """
+    seed = np.random.SeedSequence([int(base_seed),
+                                   int(iteration)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(seed))
+
+
+def warm_plans(plans: Any, device: torch.device) -> None:
+    """Build the lazy index tensors of every :class:`GroupPlan` in a
+    (nested) list/dict of plans that live on the CPU (the bias index, and
+    its sparse backward matrix when the model trains on the CPU)."""
+    if isinstance(plans, GroupPlan):
+        plans.rel_index
+        if device.type == 'cpu':
+            plans.bias_scatter
+    elif isinstance(plans, dict):
+        for p in plans.values():
+            warm_plans(p, device)
+    elif isinstance(plans, (list, tuple)):
+        for p in plans:
+            warm_plans(p, device)
+
+
+class PlanPrefetcher:
+    """One background job at a time, looked up by a key.
+
+    ``take(key)`` returns the result of the job submitted under ``key`` (or
+    None when there is none, e.g. at the first step or after the batch size
+    changed); ``submit(key, fn)`` starts the next one. Copies and pickles
+    of a prefetcher (``deepcopy`` of a model, e.g. for EMA) start empty.
+    """
+
+    def __init__(self) -> None:
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._key: Optional[Hashable] = None
+        self._future: Optional[Future] = None
+
+    def take(self, key: Hashable) -> Any:
+        future, self._future = self._future, None
+        if future is None or key != self._key:
+            return None
+        return future.result()
+
+    def submit(self, key: Hashable, fn: Callable[[], Any]) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix='greenmim-plan')
+        self._key, self._future = key, self._executor.submit(fn)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __deepcopy__(self, memo: dict) -> 'PlanPrefetcher':
+        return PlanPrefetcher()
