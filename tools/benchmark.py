@@ -146,29 +146,41 @@ class Bench:
         return fc.get_total_flops() / 1e9 / self.batch
 
 
-def green_planning(bench, steps=5):
-    """Median planning time per step and padding waste per stage."""
+def green_planning(bench, steps=5, parts=None):
+    """Median planning time per step and padding waste per stage.
+
+    ``parts`` (a dict), when given, gets the median time of each part:
+    ``make_plans`` (host), ``bias_index`` (on the device) and, on a CPU,
+    ``bias_scatter`` (the sparse backward of the bias gather).
+    """
     from greenmim_mm.models.utils import random_unit_mask, unit_grid
     bb = bench.model.backbone
     grid = unit_grid((bench.img_size, bench.img_size), bb.mask_unit)
     times, waste = [], {}
+    split = {'make_plans': [], 'bias_index': [], 'bias_scatter': []}
     for _ in range(steps):
         mask = random_unit_mask(bench.batch, grid, bench.model.mask_ratio)
         t0 = time.perf_counter()
         plans = bb.make_plans(mask, (bench.img_size, bench.img_size))
-        for sp in plans:  # the bias index (and its CPU scatter) is too
-            for p in sp.values():
-                p = p.to(bench.device)
-                if bench.device.type == 'cpu':
-                    p.bias_scatter
-                else:
-                    p.rel_index
-        times.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        moved = [p.to(bench.device) for sp in plans for p in sp.values()]
+        for p in moved:  # the bias index is part of the plan too
+            p.rel_index
+        t2 = time.perf_counter()
+        if bench.device.type == 'cpu':  # and, on a CPU, its scatter
+            for p in moved:
+                p.bias_scatter
+        t3 = time.perf_counter()
+        times.append(t3 - t0)
+        for k, t in zip(split, (t1 - t0, t2 - t1, t3 - t2)):
+            split[k].append(t)
         for i, sp in enumerate(plans):
             for (win, shift), p in sp.items():
                 key = f'stage{i + 1}/{"shifted" if shift else "regular"}'
                 if not p.identity:
                     waste.setdefault(key, []).append(p.padding_waste)
+    if parts is not None:
+        parts.update({k: statistics.median(v) for k, v in split.items()})
     return statistics.median(times), {
         k: statistics.mean(v) for k, v in waste.items()}
 
@@ -260,11 +272,15 @@ def main(argv=None):
         bench = Bench.__new__(Bench)
         bench.model, bench.device = build('greenmim', args.img_size), device
         bench.batch, bench.img_size = args.batch_size, args.img_size
-        plan_s, waste = green_planning(bench, args.steps)
+        parts = {}
+        plan_s, waste = green_planning(bench, args.steps, parts)
         print(f'grouping plan, batch {args.batch_size}: {plan_s * 1e3:.1f} '
-              f'ms (median of {args.steps}); padding waste: ' + ', '.join(
+              f'ms (median of {args.steps}; ' + ', '.join(
+                  f'{k} {v * 1e3:.1f} ms' for k, v in parts.items()) +
+              '); padding waste: ' + ', '.join(
                   f'{k} {100 * v:.1f}%' for k, v in waste.items()))
-        return dict(plan_ms=plan_s * 1e3, padding_waste=waste)
+        return dict(plan_ms=plan_s * 1e3, padding_waste=waste,
+                    parts_ms={k: v * 1e3 for k, v in parts.items()})
 
     benches = [Bench(n, args.batch_size, args.img_size, device, args.amp,
                      args.prefetch_plans) for n in ('greenmim', 'simmim')]
