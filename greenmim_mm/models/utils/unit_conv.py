@@ -6,8 +6,10 @@ order inside each unit, see :mod:`.masking`) they are a reshape plus a
 linear layer with the conv's own weights.
 """
 import math
-from typing import Tuple
+from functools import lru_cache
+from typing import Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,12 +35,22 @@ def check_cell_conv(conv: nn.Conv2d, name: str) -> int:
     return k
 
 
+@lru_cache(maxsize=None)
+def _row_major_slots(k: int) -> Optional[Tensor]:
+    """For each row-major position of a ``k x k`` cell, the Morton slot of
+    its token (CPU); None when the two orders agree (``k <= 2``)."""
+    rc = morton_offsets(int(math.log2(k)))  # (k*k, 2), slot -> (row, col)
+    inv = torch.argsort(rc[:, 0] * k + rc[:, 1])  # position -> slot
+    return None if torch.equal(inv, torch.arange(k * k)) else inv
+
+
 def conv_on_cells(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """A conv with kernel = stride = ``k`` on tokens in Morton order.
 
     Each run of ``k * k`` tokens is one whole ``k x k`` cell (cells lie
-    inside mask units), so the conv is a reshape plus a linear layer whose
-    weight is the conv's, reordered from row-major to Morton order.
+    inside mask units), so the conv is a linear layer with the conv's
+    weight, as a view, on the cells' tokens put in row-major order (only
+    the small activations move, never the weight).
 
     Args:
         conv (nn.Conv2d): Patch embedding or spatial-reduction conv.
@@ -50,12 +62,14 @@ def conv_on_cells(conv: nn.Conv2d, x: Tensor) -> Tensor:
     b, n, c = x.shape
     k = conv.kernel_size[0]
     cells = k * k
-    rc = morton_offsets(int(math.log2(k)), x.device)  # (k*k, 2)
-    # (C_out, C_in, k, k) -> (C_out, C_in, k*k) in Morton order
-    w = conv.weight.flatten(2)[:, :, rc[:, 0] * k + rc[:, 1]]
-    w = w.transpose(1, 2).reshape(conv.out_channels, cells * c)
-    # (B, N, C) -> (B, N/k², k²·C): token-major, like the weight
-    return F.linear(x.reshape(b, n // cells, cells * c), w, conv.bias)
+    x = x.reshape(b, n // cells, cells, c)  # (B, N/k², k², C), Morton
+    slots = _row_major_slots(k)
+    if slots is not None:  # -> row-major positions
+        x = x.index_select(2, slots.to(x.device, non_blocking=True))
+    # (B, N/k², k², C) -> (B, N/k², C·k²), like (C_out, C_in, k, k)
+    x = x.transpose(2, 3).reshape(b, n // cells, c * cells)
+    return F.linear(x, conv.weight.reshape(conv.out_channels, c * cells),
+                    conv.bias)
 
 
 def embed_visible_units(proj: nn.Conv2d, x: Tensor, vis: Tensor,
