@@ -14,7 +14,7 @@ from ..utils.grouping import (GroupPlan, effective_shift,
 from ..utils.masking import (check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
 from ..utils.unit_conv import embed_visible_units
-from .pretrained_check import init_weights_checked
+from .masked_backbone import MaskedBackboneMixin
 
 #: plans of one stage, keyed by (window, effective shift)
 StagePlans = Dict[Tuple[int, int], GroupPlan]
@@ -67,7 +67,7 @@ def green_swin_block(block: nn.Module, x: Tensor, plan: GroupPlan) -> Tensor:
 
 
 @MODELS.register_module()
-class GreenSwinTransformer(SwinTransformer):
+class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
     """Swin Transformer that can run on visible mask units only.
 
     GreenMIM: `Green Hierarchical Vision Transformer for Masked Image
@@ -131,32 +131,7 @@ class GreenSwinTransformer(SwinTransformer):
         self.patch_size = proj.stride[0]
         self.mask_unit = self.patch_size * 2**(self.num_layers - 1)
 
-    def init_weights(self) -> None:
-        """As the parent's, but a ``Pretrained`` checkpoint of another
-        architecture raises (see :mod:`.pretrained_check`)."""
-        init_weights_checked(self, super().init_weights)
-
     # ------------------------------------------------------------------
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
-                plans: Optional[List[StagePlans]] = None) -> Tuple[Tensor]:
-        """Forward.
-
-        Args:
-            x (Tensor): ``(B, 3, H, W)`` images.
-            mask (Tensor, optional): Unit mask, 1 = masked. None runs the
-                dense parent forward. Defaults to None.
-            plans (list[dict], optional): Precomputed grouping plans, from
-                :meth:`make_plans`. Defaults to None (computed here).
-
-        Returns:
-            tuple[Tensor]: Dense: ``(B, C_i, H_i, W_i)`` per out index.
-            Masked: ``(B, N_i, C_i)`` visible tokens per out index, ordered
-            by visible unit (ascending) then Morton order inside the unit.
-        """
-        if mask is None:
-            return super().forward(x)
-        return self.forward_masked(x, mask, plans)
-
     @staticmethod
     def _block_keys(stage: nn.Module, hw: Tuple[int, int]
                     ) -> List[Tuple[int, int]]:

@@ -16,7 +16,7 @@ from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
                                  sparse_conv2d)
 from ..utils.unit_conv import (check_cell_conv, conv_on_cells,
                                embed_visible_units)
-from .pretrained_check import init_weights_checked
+from .masked_backbone import MaskedBackboneMixin
 
 #: plans of one stage: ``'peg'`` (SparseConvPlan), ``'lsa'`` (GroupPlan or
 #: None when the stage has no locally-grouped attention)
@@ -74,7 +74,7 @@ def green_twins_layer(layer: nn.Module, x: Tensor,
     return x + layer.drop_path(layer.ffn(layer.norm2(x)))
 
 
-class GreenTwinsMixin:
+class GreenTwinsMixin(MaskedBackboneMixin):
     """The masked path shared by :class:`GreenPCPVT` and :class:`GreenSVT`.
 
     Args:
@@ -127,34 +127,7 @@ class GreenTwinsMixin:
                         f'side); the masked path needs sr cells inside '
                         f'units.')
 
-    def init_weights(self) -> None:
-        """As the parent's, but a ``Pretrained`` checkpoint of another
-        architecture raises (see :mod:`.pretrained_check`)."""
-        init_weights_checked(self, super().init_weights)
-
     # ------------------------------------------------------------------
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
-                plans: Optional[List[TwinsStagePlan]] = None
-                ) -> Tuple[Tensor]:
-        """Forward.
-
-        Args:
-            x (Tensor): ``(B, 3, H, W)`` images.
-            mask (Tensor, optional): ``(B, Hu * Wu)`` or ``(B, Hu, Wu)``
-                unit mask, 1 = masked. None runs the dense parent forward.
-                Defaults to None.
-            plans (list[dict], optional): Precomputed plans, from
-                :meth:`make_plans`. Defaults to None (computed here).
-
-        Returns:
-            tuple[Tensor]: Dense: ``(B, C_i, H_i, W_i)`` per out index.
-            Masked: ``(B, N_i, C_i)`` visible tokens per out index, ordered
-            by visible unit (ascending) then Morton order inside the unit.
-        """
-        if mask is None:
-            return super().forward(x)
-        return self.forward_masked(x, mask, plans)
-
     def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
                    ) -> List[TwinsStagePlan]:
         """Sparse-conv and grouping plans of every stage (on CPU).
