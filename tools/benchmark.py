@@ -72,10 +72,13 @@ def simmim_samples(batch, img_size, device, ratio=0.6):
 class Bench:
     """One model, its optimiser and a fixed input batch."""
 
+    #: ``build(name, img_size)`` of the models (Swin-B here)
+    build = staticmethod(build)
+
     def __init__(self, name, batch, img_size, device, amp,
                  prefetch_plans=False):
         self.name, self.device, self.amp = name, device, amp
-        self.model = build(name, img_size).to(device).train()
+        self.model = self.build(name, img_size).to(device).train()
         if name == 'greenmim':
             self.model.prefetch_plans = prefetch_plans
         self.iter = 0
@@ -222,6 +225,25 @@ def peak_rss_mb(name, batch, img_size, threads):
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def setup_run(threads=None, device=None) -> torch.device:
+    """Threads, quiet mmengine logs, a fixed seed; returns the device."""
+    if threads:
+        torch.set_num_threads(threads)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')  # quiet init
+    torch.manual_seed(0)
+    return torch.device(device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+
+
+def write_json(path, res):
+    """Write the results to ``path`` (nothing when it is None)."""
+    if path:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(res, f, indent=2)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch-size', type=int, default=4)
@@ -243,13 +265,7 @@ def main(argv=None):
                    'the plain backward of the bias gather (CPU)')
     p.add_argument('--memory-probe', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from mmengine.logging import MMLogger
-    MMLogger.get_instance('mmengine', log_level='WARNING')  # quiet init
-    device = torch.device(args.device or (
-        'cuda' if torch.cuda.is_available() else 'cpu'))
-    torch.manual_seed(0)
+    device = setup_run(args.threads, args.device)
 
     if args.memory_probe:
         b = Bench(args.memory_probe, args.batch_size, args.img_size, device,
@@ -334,10 +350,7 @@ def main(argv=None):
           f"({100 * res['plan_fraction_of_step']:.2f}% of the step)")
     print('padding waste: ' + ', '.join(
         f'{k} {100 * v:.1f}%' for k, v in waste.items()))
-    if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2)
+    write_json(args.json, res)
     return res
 
 

@@ -22,8 +22,6 @@ sparse depthwise PEG conv against the dense conv.
 Prints tables and writes JSON (``--json``).
 """
 import argparse
-import contextlib
-import json
 import os
 import os.path as osp
 import statistics
@@ -103,23 +101,10 @@ def build_twins(name, img_size=224):
     return model
 
 
-@contextlib.contextmanager
-def _twins_builder():
-    """Let ``benchmark.Bench`` build the Twins models."""
-    old, benchmark.build = benchmark.build, build_twins
-    try:
-        yield
-    finally:
-        benchmark.build = old
-
-
 class TwinsBench(benchmark.Bench):
     """``benchmark.Bench`` (one model, optimiser, fixed batch) for Twins;
     SimMIM masks come from ``benchmark.simmim_samples`` (32 px units)."""
-
-    def __init__(self, name, batch, img_size, device, amp):
-        with _twins_builder():
-            super().__init__(name, batch, img_size, device, amp)
+    build = staticmethod(build_twins)
 
 
 def twins_planning(bench, steps=5):
@@ -364,13 +349,7 @@ def main(argv=None):
     p.add_argument('--conv-probe', default=None, help=argparse.SUPPRESS)
     p.add_argument('--step-probe', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from mmengine.logging import MMLogger
-    MMLogger.get_instance('mmengine', log_level='WARNING')  # quiet init
-    device = torch.device(args.device or (
-        'cuda' if torch.cuda.is_available() else 'cpu'))
-    torch.manual_seed(0)
+    device = benchmark.setup_run(args.threads, args.device)
     if args.conv_probe:
         print(conv_memory_probe(args.conv_probe, args, device))
         return
@@ -384,10 +363,7 @@ def main(argv=None):
         res['conv'] = run_conv(args, device)
     if args.only in (None, 'step'):
         res['step'] = run_steps(args, device)
-    if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2)
+    benchmark.write_json(args.json, res)
     return res
 
 
