@@ -117,7 +117,8 @@ def load_pretrained_checked(module: nn.Module,
     else:
         state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
     ignored = [k for k in state if any(re.search(p, k) for p in ignore)]
-    state = {k: v for k, v in state.items() if k not in set(ignored)}
+    dropped = set(ignored)
+    state = {k: v for k, v in state.items() if k not in dropped}
 
     where = f'Checkpoint {checkpoint}' + (f' (prefix {prefix!r})'
                                           if prefix else '')
@@ -135,7 +136,8 @@ def load_pretrained_checked(module: nn.Module,
 
     params = {k for k, _ in module.named_parameters()}
     missing_params = [k for k in missing if k in params]
-    loaded = [k for k in module.state_dict() if k not in set(missing)]
+    missing_set = set(missing)
+    loaded = [k for k in module.state_dict() if k not in missing_set]
     problems = []
     if unexpected:
         problems.append(f'{len(unexpected)} keys are not in the model '
