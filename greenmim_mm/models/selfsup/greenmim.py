@@ -63,7 +63,6 @@ class GreenMIM(BaseSelfSupervisor):
         self._mask_iter = None  # Runner iteration of the last masks drawn
         self.prefetch_plans = bool(prefetch_plans)
         self._prefetcher = PlanPrefetcher()
-        self._served: List[int] = []  # iterations served by the prefetcher
 
     def _runner_iteration(self) -> Optional[int]:
         """The Runner's training iteration (``MessageHub`` info ``iter``,
@@ -115,11 +114,7 @@ class GreenMIM(BaseSelfSupervisor):
         ready = self._prefetcher.take(key + (iteration, ))
         self._prefetcher.submit(key + (iteration + 1, ),
                                 lambda: job(iteration + 1))
-        if ready is None:
-            return job(iteration)
-        self._served.append(iteration)  # for tests and debugging
-        del self._served[:-8]
-        return ready
+        return ready if ready is not None else job(iteration)
 
     def extract_feat(self, inputs: torch.Tensor):
         """Dense features (no mask), as for downstream use."""
