@@ -24,54 +24,13 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from ..models.utils.masking import random_unit_mask, restore_ids, unit_grid
+from ..models.utils.masking import (patchify, random_unit_mask, restore_ids,
+                                    unit_grid, unpatchify)
 
 #: panel names, in the order they are drawn
 PANELS = ('original', 'masked', 'reconstruction', 'pasted')
 #: RGB value of a masked unit in the ``masked`` panel
 GREY = 128
-
-
-def patchify(imgs: Tensor, unit: int) -> Tensor:
-    """``(B, C, H, W)`` -> ``(B, L, unit * unit * C)``, units row-major.
-
-    Same layout as :class:`GreenMIMHead` (pixel-major, channel last).
-
-    Args:
-        imgs (Tensor): Images.
-        unit (int): Mask-unit side in pixels.
-
-    Returns:
-        Tensor: Flattened units.
-    """
-    b, c, hh, ww = imgs.shape
-    h, w = unit_grid((hh, ww), unit)
-    x = imgs.reshape(b, c, h, unit, w, unit)
-    x = x.permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
-    return x.reshape(b, h * w, unit * unit * c)
-
-
-def unpatchify(x: Tensor, grid_hw: Tuple[int, int], unit: int,
-               channels: int = 3) -> Tensor:
-    """Inverse of :func:`patchify`: ``(B, L, p*p*C)`` -> ``(B, C, H, W)``.
-
-    Args:
-        x (Tensor): Flattened units in row-major order.
-        grid_hw (tuple[int, int]): Unit grid ``(Hu, Wu)``.
-        unit (int): Mask-unit side in pixels.
-        channels (int): Image channels. Defaults to 3.
-
-    Returns:
-        Tensor: Images.
-    """
-    h, w = grid_hw
-    if x.shape[1] != h * w or x.shape[2] != unit * unit * channels:
-        raise ValueError(
-            f'Cannot unpatchify {tuple(x.shape)} into a {h}x{w} grid of '
-            f'{unit} px units with {channels} channels.')
-    x = x.reshape(x.shape[0], h, w, unit, unit, channels)
-    x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
-    return x.reshape(x.shape[0], channels, h * unit, w * unit)
 
 
 def unit_stats(target_units: Tensor, eps: float = 1e-6

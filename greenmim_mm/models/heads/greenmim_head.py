@@ -5,6 +5,8 @@ from mmpretrain.models.heads import MAEPretrainHead
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+from ..utils.masking import patchify, unpatchify
+
 
 @MODELS.register_module()
 class GreenMIMHead(MAEPretrainHead):
@@ -34,12 +36,7 @@ class GreenMIMHead(MAEPretrainHead):
 
     def patchify(self, imgs: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> ``(B, L, p*p*C)``, units in row-major order."""
-        p, c = self.patch_size, self.in_channels
-        b, _, hh, ww = imgs.shape
-        h, w = hh // p, ww // p
-        x = imgs.reshape(b, c, h, p, w, p)
-        x = x.permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
-        return x.reshape(b, h * w, p * p * c)
+        return patchify(imgs, self.patch_size)
 
     def unpatchify(self, x: Tensor, grid_hw: Tuple[int, int] = None
                    ) -> Tensor:
@@ -49,10 +46,6 @@ class GreenMIMHead(MAEPretrainHead):
             x (Tensor): Units in row-major order.
             grid_hw (tuple[int, int], optional): Unit grid; square if None.
         """
-        p, c = self.patch_size, self.in_channels
         if grid_hw is None:
             return super().unpatchify(x)
-        h, w = grid_hw
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
-        return x.reshape(x.shape[0], c, h * p, w * p)
+        return unpatchify(x, grid_hw, self.patch_size, self.in_channels)

@@ -5,8 +5,9 @@ from .grouping import (GroupPlan, assign_windows, best_subset,
                        plan_group_attention, plan_single_window,
                        relative_index, search_group_size, window_ids)
 from .masking import (check_mask_ratio, check_unit_mask, morton_offsets,
-                      num_visible_units, random_unit_mask, restore_ids,
-                      token_coords, unit_grid, visible_unit_ids)
+                      num_visible_units, patchify, random_unit_mask,
+                      restore_ids, token_coords, unit_grid, unpatchify,
+                      visible_unit_ids)
 from .unit_conv import check_cell_conv, conv_on_cells, embed_visible_units
 from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
                           sparse_conv2d, spconv_available)
@@ -19,7 +20,7 @@ __all__ = [
     'num_groups', 'pack_windows', 'plan_group_attention',
     'plan_single_window', 'relative_index', 'search_group_size',
     'window_ids', 'check_mask_ratio', 'check_unit_mask', 'morton_offsets',
-    'num_visible_units',
+    'num_visible_units', 'patchify', 'unpatchify',
     'random_unit_mask', 'restore_ids', 'token_coords', 'unit_grid',
     'visible_unit_ids',
     'SparseConvPlan', 'plan_sparse_conv', 'resolve_backend',

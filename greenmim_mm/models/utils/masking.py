@@ -219,3 +219,46 @@ def token_coords(vis_ids: Tensor, grid_w: int, levels: int) -> Tensor:
     offs = morton_offsets(levels, vis_ids.device)  # (T_u, 2)
     coords = unit_rc[:, :, None, :] + offs[None, None]  # (B, n_vis, T_u, 2)
     return coords.flatten(1, 2)
+
+
+def patchify(imgs: Tensor, unit: int) -> Tensor:
+    """``(B, C, H, W)`` -> ``(B, L, unit * unit * C)``, units row-major.
+
+    The layout of the reconstruction targets (pixel-major, channel last),
+    used by ``GreenMIMHead`` and the visualisation.
+
+    Args:
+        imgs (Tensor): Images.
+        unit (int): Mask-unit side in pixels.
+
+    Returns:
+        Tensor: Flattened units.
+    """
+    b, c, hh, ww = imgs.shape
+    h, w = unit_grid((hh, ww), unit)
+    x = imgs.reshape(b, c, h, unit, w, unit)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
+    return x.reshape(b, h * w, unit * unit * c)
+
+
+def unpatchify(x: Tensor, grid_hw: Tuple[int, int], unit: int,
+               channels: int = 3) -> Tensor:
+    """Inverse of :func:`patchify`: ``(B, L, p*p*C)`` -> ``(B, C, H, W)``.
+
+    Args:
+        x (Tensor): Flattened units in row-major order.
+        grid_hw (tuple[int, int]): Unit grid ``(Hu, Wu)``.
+        unit (int): Mask-unit side in pixels.
+        channels (int): Image channels. Defaults to 3.
+
+    Returns:
+        Tensor: Images.
+    """
+    h, w = grid_hw
+    if x.shape[1] != h * w or x.shape[2] != unit * unit * channels:
+        raise ValueError(
+            f'Cannot unpatchify {tuple(x.shape)} into a {h}x{w} grid of '
+            f'{unit} px units with {channels} channels.')
+    x = x.reshape(x.shape[0], h, w, unit, unit, channels)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
+    return x.reshape(x.shape[0], channels, h * unit, w * unit)
