@@ -1,93 +1,115 @@
-"""Safe loading of mmengine Runner checkpoints on torch >= 2.6.
+"""Safe loading of checkpoints (Runner, mmdet, the paper's) on torch >= 2.6.
 
-torch >= 2.6 loads with ``weights_only=True``, which refuses the
-mmengine objects that every Runner checkpoint holds (``HistoryBuffer`` in
-the message hub, numpy arrays, dtypes and scalars, and the
-``getattr(buffer, 'min')`` calls a ``HistoryBuffer`` pickles). So
-``resume``, ``load_from`` and ``init_cfg=dict(type='Pretrained')`` all break.
+torch >= 2.6 loads with ``weights_only=True``, which refuses the objects
+that every mmengine Runner checkpoint holds (``HistoryBuffer`` in the
+message hub, numpy arrays, dtypes and scalars, and the ``getattr(buffer,
+'min')`` calls a ``HistoryBuffer`` pickles), so ``resume``, ``load_from``
+and ``init_cfg=dict(type='Pretrained')`` all break out of the box.
 
-Switching safe loading off would unpickle arbitrary objects from files
-users download. Instead, :func:`safe_load` first tries torch's own
-``weights_only=True`` load and otherwise unpickles with a restricted
-unpickler that knows exactly the objects mmengine writes: an explicit
-allow-list of globals, and a ``getattr`` that only returns the statistics
-methods of a ``HistoryBuffer``. Anything else is refused with an error
-naming the object.
+:func:`safe_load` keeps torch's own safe unpickler (``weights_only=True``)
+and widens it, for the duration of one load only, with an explicit list of
+objects (:data:`SAFE_GLOBALS`, through
+:func:`torch.serialization.safe_globals`) plus a ``getattr`` that only
+returns the statistics methods of a ``HistoryBuffer``. torch's unpickler
+never imports a module named by the file: every global it accepts is an
+object already in memory, so a checkpoint cannot run code or load a module
+lying next to it. Every failure (missing, truncated or foreign file, an
+object outside the list) raises :class:`CheckpointLoadError` naming the
+file and the cause.
 
 Importing :mod:`greenmim_mm` registers :func:`safe_load` as mmengine's
 loader for local paths, and for ``http(s)://`` URLs, so every
 ``load_checkpoint`` of mmengine, mmpretrain and mmdet uses it.
 """
+import argparse
+import builtins
+import collections
 import os
 import os.path as osp
 import pickle
-import types
-import zipfile
-from typing import Any, Optional
+import re
+from typing import Any, List, Optional
 
+import numpy as np
 import torch
-
-_ALLOWED = {
-    ('collections', 'OrderedDict'),
-    ('collections', 'defaultdict'),
-    ('collections', 'Counter'),  # MultiStepLR milestones (mmdet)
-    ('torch._utils', '_rebuild_tensor_v2'),
-    ('torch._utils', '_rebuild_tensor_v3'),
-    ('torch._utils', '_rebuild_parameter'),
-    ('torch._utils', '_rebuild_parameter_with_state'),
-    ('torch', 'Size'),
-    ('torch', 'device'),
-    ('_codecs', 'encode'),
-    ('numpy', 'ndarray'),
-    ('numpy', 'dtype'),
-    ('numpy.core.multiarray', '_reconstruct'),
-    ('numpy._core.multiarray', '_reconstruct'),
-    ('numpy.core.multiarray', 'scalar'),
-    ('numpy._core.multiarray', 'scalar'),
-    ('mmengine.logging.history_buffer', 'HistoryBuffer'),
-}
-_TORCH_TYPES = ('Storage', 'Tensor')
+from mmengine.logging.history_buffer import HistoryBuffer
 
 
 class CheckpointLoadError(RuntimeError):
-    """A checkpoint file is corrupt, truncated or holds forbidden objects."""
+    """A checkpoint file is missing, corrupt, truncated or holds an object
+    outside :data:`SAFE_GLOBALS`."""
+
+
+class CheckpointNotFoundError(CheckpointLoadError, FileNotFoundError):
+    """The checkpoint path is not a file."""
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` restricted to a HistoryBuffer's statistics methods."""
-    from mmengine.logging.history_buffer import HistoryBuffer
+    """``getattr`` restricted to a HistoryBuffer's statistics methods (what
+    a pickled ``HistoryBuffer`` calls)."""
     allowed = set(getattr(HistoryBuffer, '_statistics_methods', {})) | {
         'min', 'max', 'mean', 'current'}
     target = obj if isinstance(obj, type) else type(obj)
     if not (isinstance(target, type) and issubclass(target, HistoryBuffer)
             and name in allowed):
         raise pickle.UnpicklingError(
-            f'refused getattr({type(obj).__name__}, {name!r}): only the '
-            'statistics methods of mmengine HistoryBuffer are allowed')
+            f'refused getattr({getattr(obj, "__name__", type(obj).__name__)}'
+            f', {name!r}): only the statistics methods of mmengine '
+            'HistoryBuffer are allowed')
     return getattr(obj, name)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _numpy_globals() -> List[Any]:
+    """numpy objects of pickled arrays, dtypes and scalars, under their
+    numpy 2 and numpy 1 (``numpy.core``) names."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    out: List[Any] = [np.ndarray, np.dtype]
+    for name in ('_reconstruct', 'scalar'):
+        fn = getattr(multiarray, name)
+        out += [(fn, f'numpy._core.multiarray.{name}'),
+                (fn, f'numpy.core.multiarray.{name}')]
+    # numpy >= 1.25 may pickle a dtype's class (numpy.dtypes.Float32DType)
+    out += [getattr(np.dtypes, n) for n in dir(np.dtypes)
+            if n.endswith('DType')]
+    return out
 
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module in ('builtins', '__builtin__') and name == 'getattr':
-            return _history_buffer_getattr
-        if module == 'torch' and name.endswith(_TORCH_TYPES):
-            return super().find_class(module, name)
-        if module.startswith('numpy') and name.endswith('DType'):
-            return super().find_class(module, name)  # numpy.dtypes.*DType
-        raise pickle.UnpicklingError(
-            f'refused to load {module}.{name}: not a tensor, numpy or '
-            'mmengine object a checkpoint needs')
+
+#: Every object a checkpoint may name, besides torch's own defaults
+#: (tensors, storages, ``OrderedDict``, ``torch.Size``...): what mmengine
+#: Runner, mmdet (``Counter`` milestones) and the paper's raw training
+#: checkpoints (``argparse.Namespace`` args) hold.
+SAFE_GLOBALS: List[Any] = [
+    HistoryBuffer,
+    (_history_buffer_getattr, 'builtins.getattr'),
+    collections.Counter,
+    collections.defaultdict,
+    builtins.list,  # defaultdict(list)
+    argparse.Namespace,
+] + _numpy_globals()
 
 
-#: a ``pickle``-like module for ``torch.load(pickle_module=...)``
-restricted_pickle = types.SimpleNamespace(
-    Unpickler=_RestrictedUnpickler,
-    load=lambda f, **kw: _RestrictedUnpickler(f, **kw).load(),
-    __name__='greenmim_mm.restricted_pickle')
+def _cause(e: BaseException) -> str:
+    """One line on why a load failed."""
+    msg = str(e)
+    found = re.search(r'GLOBAL (\S+)', msg)
+    if found:  # torch's "Weights only load failed ... GLOBAL x.y ..." text
+        return (f'it holds {found.group(1).rstrip(".,")}, which is not on '
+                'the allow-list of checkpoint objects '
+                '(greenmim_mm.checkpoint.SAFE_GLOBALS); a checkpoint needs '
+                'only tensors and the numpy/mmengine objects of a Runner '
+                'checkpoint')
+    if 'WeightsUnpickler error:' in msg:
+        detail = msg.split('WeightsUnpickler error:', 1)[1].strip()
+        detail = (detail.splitlines() or ['(no detail)'])[0].strip()
+        return ('it is not a torch checkpoint, or holds pickle data the '
+                f'safe unpickler refuses ({detail.rstrip(".")})')
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    first = lines[0].strip() if lines else '(no message)'
+    return ('the file is truncated or corrupt, or not a torch checkpoint '
+            f'({type(e).__name__}: {first})')
 
 
 def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
@@ -102,36 +124,25 @@ def safe_load(filename: str, map_location: Optional[Any] = None) -> Any:
         Any: The checkpoint (usually a dict).
 
     Raises:
-        FileNotFoundError: If the file does not exist.
-        CheckpointLoadError: If the file is truncated or corrupt, or holds
-            an object outside the allow-list.
+        CheckpointNotFoundError: If the path is not a file (also a
+            ``FileNotFoundError``).
+        CheckpointLoadError: If the file is truncated, corrupt, not a torch
+            checkpoint, or holds an object outside :data:`SAFE_GLOBALS`.
     """
-    filename = osp.expanduser(filename)
+    filename = osp.expanduser(os.fspath(filename))
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'Checkpoint {filename} can not be found.')
+        raise CheckpointNotFoundError(
+            f'Checkpoint {filename} can not be found (no such file).')
     try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # holds mmengine objects: use the restricted unpickler
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(filename, map_location=map_location,
+                              weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every cause, one error type
+        size = osp.getsize(filename)
+        hint = ' The file is empty.' if size == 0 else ''
         raise CheckpointLoadError(
-            f'Checkpoint {filename} is truncated or corrupt '
-            f'({type(e).__name__}: {str(e).splitlines()[0]}). Download or '
-            'save it again.') from e
-    try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False,
-                          pickle_module=restricted_pickle)
-    except pickle.UnpicklingError as e:
-        raise CheckpointLoadError(
-            f'Checkpoint {filename} was not loaded: {e}. Only tensors and '
-            'the numpy/mmengine objects of a Runner checkpoint are '
-            'accepted.') from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointLoadError(
-            f'Checkpoint {filename} is truncated or corrupt '
-            f'({type(e).__name__}: {str(e).splitlines()[0]}).') from e
+            f'Checkpoint {filename} was not loaded: {_cause(e)}.{hint}'
+        ) from e
 
 
 def _load_local(filename: str, map_location: Optional[Any] = None) -> Any:
