@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..utils.group_attention import group_window_attention
 from ..utils.grouping import (GroupPlan, effective_shift,
                               plan_group_attention)
-from ..utils.masking import (check_unit_mask, token_coords,
+from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
 from ..utils.unit_conv import embed_visible_units
 from .masked_backbone import MaskedBackboneMixin
@@ -181,6 +181,7 @@ class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
                        plans: Optional[List[StagePlans]] = None
                        ) -> Tuple[Tensor]:
         """Visible-tokens-only forward; see :meth:`forward`."""
+        mask = as_unit_mask(mask)  # CPU bool, from any array-like
         grid = check_unit_mask(x.shape, mask, self.mask_unit)
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:

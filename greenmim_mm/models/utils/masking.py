@@ -12,7 +12,7 @@ row bit before the column bit at every level. The four tokens of each 2x2
 merge group are then consecutive, in the (0,0), (0,1), (1,0), (1,1) order that
 ``mmcv.cnn.PatchMerging`` expects, and merging is a reshape.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -42,9 +42,55 @@ def unit_grid(img_hw: Tuple[int, int], unit: int) -> Tuple[int, int]:
     return h // unit, w // unit
 
 
-def check_unit_mask(img_shape: Sequence[int], mask: Tensor,
+def as_unit_mask(mask: Any) -> Tensor:
+    """Coerce an array-like unit mask to a CPU bool tensor (True = masked).
+
+    Accepts tensors, numpy arrays and (nested) lists of bool, int or float
+    whose values are all 0 or 1. A CUDA tensor is copied to the CPU once
+    here (the planning runs on the CPU anyway), so the value checks below
+    need no further host-device sync.
+
+    Args:
+        mask (Tensor | numpy.ndarray | list): ``(B, Hu * Wu)`` or
+            ``(B, Hu, Wu)`` unit mask, 1 = masked.
+
+    Returns:
+        Tensor: The mask as a bool tensor on the CPU, same shape.
+
+    Raises:
+        TypeError: If the mask is not array-like, or not bool/int/float.
+        ValueError: If a value is neither 0 nor 1 (a soft mask).
+    """
+    if not isinstance(mask, Tensor):
+        try:
+            mask = torch.as_tensor(mask)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                'mask must be a tensor, numpy array or list of 0/1 values, '
+                f'got {type(mask).__name__} that torch cannot read: '
+                f'{err}') from err
+    mask = mask.detach().cpu()
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.dtype.is_complex:  # otherwise int or float: checked below
+        raise TypeError(f'mask must hold bool, int or float values, got '
+                        f'dtype {mask.dtype}.')
+    binary = (mask == 0) | (mask == 1)
+    if not bool(binary.all()):
+        bad = mask[~binary].flatten()[:4].tolist()
+        raise ValueError(
+            'mask must be binary (1 = masked, 0 = visible): got a soft '
+            f'mask with value(s) such as {bad}. Threshold it first, e.g. '
+            '`mask > 0.5`.')
+    return mask.bool()
+
+
+def check_unit_mask(img_shape: Sequence[int], mask: Any,
                     unit: int) -> Tuple[int, int]:
     """Check that a unit mask fits a batch of images.
+
+    Call :func:`as_unit_mask` first and pass its result, so the mask is
+    converted once; any other array-like is converted here for the checks.
 
     Args:
         img_shape (Sequence[int]): ``(B, C, H, W)`` shape of the images.
@@ -55,16 +101,30 @@ def check_unit_mask(img_shape: Sequence[int], mask: Tensor,
         tuple[int, int]: The unit grid ``(Hu, Wu)``.
 
     Raises:
-        ValueError: If the image size is not a multiple of ``unit`` or the
-            mask does not match the batch or the grid.
+        ValueError: If the images have no batch dimension, the image size
+            is not a multiple of ``unit``, the mask does not match the
+            batch or the grid, is not binary, or hides every unit of a
+            sample.
     """
+    if len(img_shape) != 4:
+        raise ValueError(
+            f'expected (B, 3, H, W) images, got shape {tuple(img_shape)}; '
+            'a single image needs a batch dimension, e.g. `img[None]`.')
+    mask = as_unit_mask(mask)
     b = img_shape[0]
     grid = unit_grid(img_shape[-2:], unit)
-    if mask.shape[0] != b or mask[0].numel() != grid[0] * grid[1]:
+    if mask.dim() not in (2, 3) or mask.shape[0] != b or \
+            mask[0].numel() != grid[0] * grid[1]:
         raise ValueError(
             f'mask of shape {tuple(mask.shape)} does not match images of '
             f'shape {tuple(img_shape)}: expected ({b}, {grid[0] * grid[1]}) '
             f'or ({b}, {grid[0]}, {grid[1]}) for a {unit} px mask unit.')
+    full = mask.reshape(b, -1).all(dim=1)  # (B, ) every unit masked
+    if bool(full.any()):
+        raise ValueError(
+            'mask leaves no visible unit in sample(s) '
+            f'{full.nonzero().flatten().tolist()}: every sample needs at '
+            'least one visible (0) mask unit.')
     return grid
 
 
