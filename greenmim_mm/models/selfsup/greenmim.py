@@ -9,6 +9,7 @@ from mmpretrain.structures import DataSample
 
 from ..utils.masking import (check_mask_ratio, random_unit_mask, restore_ids,
                              unit_grid)
+from .config_check import check_greenmim_parts
 from .plan_prefetch import PlanPrefetcher, iteration_generator, warm_plans
 
 
@@ -57,11 +58,16 @@ class GreenMIM(BaseSelfSupervisor):
                  init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         self.mask_ratio = check_mask_ratio(mask_ratio)
+        if not isinstance(prefetch_plans, bool):
+            raise TypeError('GreenMIM prefetch_plans must be True or False, '
+                            f'got {prefetch_plans!r}.')
         super().__init__(backbone=backbone, neck=neck, head=head,
                          data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg, **kwargs)
+        check_greenmim_parts(self.backbone, getattr(self, 'neck', None),
+                             getattr(self, 'head', None))
         self._mask_iter = None  # Runner iteration of the last masks drawn
-        self.prefetch_plans = bool(prefetch_plans)
+        self.prefetch_plans = prefetch_plans
         self._prefetcher = PlanPrefetcher()
 
     def _runner_iteration(self) -> Optional[int]:
