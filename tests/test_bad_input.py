@@ -248,3 +248,11 @@ def test_twins_takes_list_masks_and_refuses_bad_ones():
         model(x, mask=[[0, 0.3, 1, 0], [1, 0, 1, 0]])
     with pytest.raises(ValueError, match=r'expected \(B, 3, H, W\) images'):
         model(x[0], mask=MASK[:1])
+
+
+def test_greenmim_loss_refuses_an_image_without_a_batch_dimension():
+    """Not read as 3 samples of 1 channel: the backbone names the shape."""
+    model = MODELS.build(_greenmim_cfg(mask_ratio=0.5))
+    with pytest.raises(ValueError, match=re.escape(
+            'expected (B, 3, H, W) images, got shape (3, 64, 64)')):
+        model.loss(torch.randn(3, 64, 64), None)
