@@ -13,6 +13,7 @@ from ..utils.grouping import (GroupPlan, effective_shift,
                               plan_group_attention)
 from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
+from ..utils.transfer import to_device
 from ..utils.unit_conv import embed_visible_units
 from .masked_backbone import MaskedBackboneMixin
 
@@ -186,10 +187,10 @@ class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:
             plans = self.make_plans(mask, x.shape[-2:])
-        plans = [{k: p.to(x.device, non_blocking=True)
+        plans = [{k: p.to(x.device)
                   for k, p in sp.items()} for sp in plans]
         # index planning stays on the CPU: no host-device sync
-        vis = visible_unit_ids(mask.cpu()).to(x.device, non_blocking=True)
+        vis = to_device(visible_unit_ids(mask.cpu()), x.device)  # (B, n_vis)
         levels = int(math.log2(self.mask_unit // self.patch_size))
         h0, w0 = grid[0] << levels, grid[1] << levels
 

@@ -14,6 +14,7 @@ from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
                                  plan_sparse_conv, resolve_backend,
                                  sparse_conv2d)
+from ..utils.transfer import to_device
 from ..utils.unit_conv import (check_cell_conv, conv_on_cells,
                                embed_visible_units)
 from .masked_backbone import MaskedBackboneMixin
@@ -171,10 +172,10 @@ class GreenTwinsMixin(MaskedBackboneMixin):
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:
             plans = self.make_plans(mask, x.shape[-2:])
-        plans = [{k: None if p is None else p.to(x.device, non_blocking=True)
+        plans = [{k: None if p is None else p.to(x.device)
                   for k, p in sp.items()} for sp in plans]
         # index planning stays on the CPU: no host-device sync
-        vis = visible_unit_ids(mask.cpu()).to(x.device, non_blocking=True)
+        vis = to_device(visible_unit_ids(mask.cpu()), x.device)  # (B, n_vis)
         outs = []
         for i in range(self.num_stage):
             embed = self.patch_embeds[i]

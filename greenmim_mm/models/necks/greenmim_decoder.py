@@ -1,5 +1,5 @@
 """MAE-style decoder on the mask-unit grid of a hierarchical encoder."""
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmcv.cnn import build_norm_layer
@@ -10,6 +10,8 @@ from mmpretrain.models.backbones.vision_transformer import \
 from mmpretrain.models.utils import build_2d_sincos_position_embedding
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
+
+from ..utils.transfer import to_device
 
 
 @MODELS.register_module()
@@ -64,6 +66,24 @@ class GreenMIMDecoder(BaseModule):
             norm_cfg, embed_dims, postfix=1)
         self.add_module(self.decoder_norm_name, decoder_norm)
         self.decoder_pred = nn.Linear(embed_dims, unit_size**2 * in_chans)
+        # sin-cos positions per (grid, device, dtype): built and copied to
+        # the device once, not every step (a blocking host-device copy)
+        self._pos_cache: Dict[tuple, Tensor] = {}
+
+    def pos_embed(self, grid_hw: Tuple[int, int], like: Tensor) -> Tensor:
+        """``(1, Hu * Wu, D)`` 2-D sin-cos positions of the unit grid, in
+        row-major order, on ``like``'s device and dtype (cached)."""
+        key = (tuple(grid_hw), like.device, like.dtype)
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            # mmpretrain's helper flattens (w, h) column-major; passing the
+            # grid as (Wu, Hu) gives row-major positions for non-square
+            # grids too.
+            pos = build_2d_sincos_position_embedding(
+                (grid_hw[1], grid_hw[0]), self.embed_dims).to(like.dtype)
+            pos = to_device(pos, like.device)
+            self._pos_cache[key] = pos
+        return pos
 
     @property
     def decoder_norm(self) -> nn.Module:
@@ -104,11 +124,7 @@ class GreenMIMDecoder(BaseModule):
             [x, self.mask_token.to(x.dtype).expand(b, n_units - n_vis, d)],
             dim=1)  # (B, L, D) as [visible, masked]
         x = tokens.gather(1, ids_restore[..., None].expand(-1, -1, d))
-        # mmpretrain's helper flattens (w, h) column-major; passing the grid
-        # as (Wu, Hu) gives row-major positions for non-square grids too.
-        pos = build_2d_sincos_position_embedding(
-            (grid_hw[1], grid_hw[0]), d).to(x)  # (1, L, D)
-        x = x + pos
+        x = x + self.pos_embed(grid_hw, x)  # (1, L, D)
         for blk in self.decoder_blocks:
             x = blk(x)
         return self.decoder_pred(self.decoder_norm(x))

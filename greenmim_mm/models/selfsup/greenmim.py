@@ -9,6 +9,7 @@ from mmpretrain.structures import DataSample
 
 from ..utils.masking import (check_mask_ratio, random_unit_mask, restore_ids,
                              unit_grid)
+from ..utils.transfer import to_device
 from .config_check import check_greenmim_parts
 from .plan_prefetch import PlanPrefetcher, iteration_generator, warm_plans
 
@@ -141,8 +142,11 @@ class GreenMIM(BaseSelfSupervisor):
         # masks are drawn and planned on the CPU: no host-device sync
         mask, plans = self._masks_and_plans(
             inputs.shape[0], grid, tuple(inputs.shape[-2:]), inputs.device)
+        # every host-to-device copy is queued before the encoder's first
+        # kernel, from pinned memory (see to_device): the host never waits
+        ids_restore = to_device(restore_ids(mask), inputs.device)  # (B, L)
+        unit_mask = to_device(mask, inputs.device)  # (B, L) bool
         feats = self.backbone(inputs, mask=mask, plans=plans)
-        ids_restore = restore_ids(mask).to(inputs.device, non_blocking=True)
         pred = self.neck(feats[-1], ids_restore, grid)
-        mask = mask.to(inputs.device, non_blocking=True)
-        return dict(loss=self.head.loss(pred, inputs, mask.to(pred.dtype)))
+        return dict(
+            loss=self.head.loss(pred, inputs, unit_mask.to(pred.dtype)))

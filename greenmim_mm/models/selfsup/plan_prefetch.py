@@ -34,12 +34,15 @@ def iteration_generator(base_seed: int, iteration: int) -> torch.Generator:
 
 def warm_plans(plans: Any, device: torch.device) -> None:
     """Build the lazy index tensors of every :class:`GroupPlan` in a
-    (nested) list/dict of plans that live on the CPU (the bias index, and
-    its sparse backward matrix when the model trains on the CPU)."""
+    (nested) list/dict of plans, when the model trains on the CPU (the bias
+    index and its sparse backward matrix). For another device nothing is
+    built here: ``GroupPlan.to`` would drop it and the device builds it
+    again."""
+    if device.type != 'cpu':
+        return
     if isinstance(plans, GroupPlan):
         plans.rel_index
-        if device.type == 'cpu':
-            plans.bias_scatter
+        plans.bias_scatter
     elif isinstance(plans, dict):
         for p in plans.values():
             warm_plans(p, device)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .transfer import to_device
+
 #: a composition: {window token count: number of such windows in the group}
 Composition = Dict[int, int]
 
@@ -118,11 +120,13 @@ class GroupPlan:
 
     def to(self, device: torch.device, non_blocking: bool = False
            ) -> 'GroupPlan':
-        """Move the index tensors to ``device``."""
+        """Move the index tensors to ``device`` (from pinned memory to a
+        GPU, so the host never waits; see :func:`.transfer.to_device`).
+        ``non_blocking`` is kept for compatibility: copies never block."""
         if self.token_slot.device == torch.device(device):
             return self
         return GroupPlan(
-            *(t.to(device, non_blocking=non_blocking)
+            *(to_device(t, device)
               for t in (self.token_slot, self.slot_rc, self.slot_label)),
             self.window, self.num_groups, self.group_size, self.num_tokens,
             self.identity)

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .transfer import to_device
+
 BACKENDS = ('auto', 'gather', 'spconv')
 _SPCONV: Dict[str, Any] = {}
 
@@ -66,8 +68,8 @@ class SparseConvPlan:
         if self.neighbor_index.device == torch.device(device):
             return self
         return SparseConvPlan(
-            self.neighbor_index.to(device, non_blocking=non_blocking),
-            self.coords.to(device, non_blocking=non_blocking),
+            to_device(self.neighbor_index, device),
+            to_device(self.coords, device),
             self.spatial_shape, self.batch_size, self.kernel_size,
             self.dilation)
 

@@ -6,7 +6,6 @@ order inside each unit, see :mod:`.masking`) they are a reshape plus a
 linear layer with the conv's own weights.
 """
 import math
-from functools import lru_cache
 from typing import Optional, Tuple
 
 import torch
@@ -35,13 +34,12 @@ def check_cell_conv(conv: nn.Conv2d, name: str) -> int:
     return k
 
 
-@lru_cache(maxsize=None)
-def _row_major_slots(k: int) -> Optional[Tensor]:
+def _row_major_slots(k: int, device: Optional[torch.device] = None
+                     ) -> Tensor:
     """For each row-major position of a ``k x k`` cell, the Morton slot of
-    its token (CPU); None when the two orders agree (``k <= 2``)."""
-    rc = morton_offsets(int(math.log2(k)))  # (k*k, 2), slot -> (row, col)
-    inv = torch.argsort(rc[:, 0] * k + rc[:, 1])  # position -> slot
-    return None if torch.equal(inv, torch.arange(k * k)) else inv
+    its token, built on ``device`` (a few tiny ops: no host-device copy)."""
+    rc = morton_offsets(int(math.log2(k)), device)  # (k*k, 2), slot -> rc
+    return torch.argsort(rc[:, 0] * k + rc[:, 1])  # position -> slot
 
 
 def conv_on_cells(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -63,9 +61,8 @@ def conv_on_cells(conv: nn.Conv2d, x: Tensor) -> Tensor:
     k = conv.kernel_size[0]
     cells = k * k
     x = x.reshape(b, n // cells, cells, c)  # (B, N/k², k², C), Morton
-    slots = _row_major_slots(k)
-    if slots is not None:  # -> row-major positions
-        x = x.index_select(2, slots.to(x.device, non_blocking=True))
+    if k > 2:  # Morton and row-major orders differ: -> row-major
+        x = x.index_select(2, _row_major_slots(k, x.device))
     # (B, N/k², k², C) -> (B, N/k², C·k²), like (C_out, C_in, k, k)
     x = x.transpose(2, 3).reshape(b, n // cells, c * cells)
     return F.linear(x, conv.weight.reshape(conv.out_channels, c * cells),
