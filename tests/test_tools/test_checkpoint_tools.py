@@ -1,3 +1,8 @@
+import os
+import os.path as osp
+import subprocess
+import sys
+
 import pytest
 import torch
 from mmcv.cnn.bricks.transformer import PatchMerging
@@ -107,3 +112,80 @@ def test_extracted_backbone_loads_strictly_with_weights_only(tmp_path):
         assert torch.equal(v, model.backbone.state_dict()[k])
     with pytest.raises(KeyError, match='No "backbone." weights'):
         extract({'encoder.x': torch.ones(1)})
+
+
+def _pretrain_ckpt(path, mask_token=False):
+    """A tiny GreenMIM-like Runner checkpoint (optimizer, decoder)."""
+    state = {'backbone.patch_embed.projection.weight': torch.randn(4, 3, 4, 4),
+             'neck.decoder_pred.weight': torch.randn(8, 4)}
+    if mask_token:  # as mmpretrain's SimMIMSwinTransformer
+        state['backbone.mask_token'] = torch.zeros(1, 1, 4)
+    torch.save({'state_dict': state, 'optimizer': {'state': {}},
+                'meta': {'epoch': 1}}, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize('link', ['same', 'hard', 'sym', 'dot'])
+def test_extract_backbone_refuses_to_overwrite_its_input(tmp_path, link):
+    from greenmim_mm.utils_io import OverwriteInputError
+    src = tmp_path / 'a.pth'
+    before = _pretrain_ckpt(src)
+    dst = {'same': src, 'dot': tmp_path / '.' / 'a.pth',
+           'hard': tmp_path / 'hard.pth', 'sym': tmp_path / 'sym.pth'}[link]
+    if link == 'hard':
+        os.link(src, dst)
+    elif link == 'sym':
+        os.symlink(src, dst)
+    with pytest.raises(OverwriteInputError, match='refusing to overwrite'):
+        extract_main([str(src), str(dst)])
+    assert src.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        {'a.pth', osp.basename(dst)})  # no temporary file left
+
+
+def test_extract_backbone_cli_exits_non_zero(tmp_path, repo_root):
+    src = tmp_path / 'a.pth'
+    before = _pretrain_ckpt(src)
+    proc = subprocess.run(
+        [sys.executable, osp.join(repo_root, 'tools', 'extract_backbone.py'),
+         str(src), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'OverwriteInputError' in proc.stderr and 'a.pth' in proc.stderr
+    assert src.read_bytes() == before
+
+
+def test_extract_backbone_drops_simmim_mask_token(tmp_path):
+    src, dst = tmp_path / 'simmim.pth', tmp_path / 'backbone.pth'
+    _pretrain_ckpt(src, mask_token=True)
+    with pytest.warns(UserWarning, match=r"backbone\.mask_token"):
+        extract_main([str(src), str(dst)])
+    ckpt = torch.load(dst, map_location='cpu', weights_only=True)
+    assert set(ckpt['state_dict']) == {'patch_embed.projection.weight'}
+    with pytest.warns(UserWarning, match='mask_token'):
+        kept = extract(torch.load(src, weights_only=True)['state_dict'],
+                       keep_prefix=True)
+    assert set(kept) == {'backbone.patch_embed.projection.weight'}
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    from greenmim_mm.utils_io import atomic_write
+    dst = tmp_path / 'sub' / 'out.bin'
+    with atomic_write(dst) as tmp:
+        assert osp.dirname(tmp) == str(tmp_path / 'sub')  # folder created
+        with open(tmp, 'wb') as f:
+            f.write(b'old')
+    with pytest.raises(RuntimeError, match='boom'):
+        with atomic_write(dst) as tmp:
+            with open(tmp, 'wb') as f:
+                f.write(b'half')
+            raise RuntimeError('boom')
+    assert dst.read_bytes() == b'old'
+    assert os.listdir(tmp_path / 'sub') == ['out.bin']
+
+    old = os.umask(0o022)
+    try:  # the usual permissions, not mkstemp's 0600
+        with atomic_write(dst) as tmp:
+            open(tmp, 'wb').close()
+    finally:
+        os.umask(old)
+    assert dst.stat().st_mode & 0o777 == 0o644
