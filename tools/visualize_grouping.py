@@ -7,6 +7,10 @@ left, the visible tokens on the stage's feature map coloured by window
 ``make_plans`` formed, one bar of ``group_size`` slots per group, slots
 coloured by window and padding grey.
 
+``--out`` must end with ``.png`` (the file is a PNG) and may not be the
+``--image``; its folder is created and the file is written through a
+temporary file and renamed.
+
     python tools/visualize_grouping.py --arch tiny \
         --image data/demo/train/astronaut_0000.jpg --out docs/images/grouping.png
 """
@@ -67,6 +71,11 @@ def load_rgb(path, hw):
 def main(argv=None):
     args = parse_args(argv)
     import greenmim_mm  # noqa: F401  registers the models
+    from greenmim_mm.utils_io import refuse_same_file
+    from greenmim_mm.visualization import check_png_name
+    check_png_name(args.out)
+    if args.image:
+        refuse_same_file(args.image, args.out, what='--out')
     from greenmim_mm.models.utils import unit_grid
     from greenmim_mm.visualization import (draw_grouping, fixed_mask,
                                            grouping_layouts)

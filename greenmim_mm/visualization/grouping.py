@@ -8,6 +8,7 @@ visible tokens on the feature map coloured by window, and the groups as
 horizontal bars of ``group_size`` slots (slots coloured by window, padding
 grey).
 """
+import io
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -182,7 +183,8 @@ def draw_grouping(layouts: List[GroupLayout],
 
     Args:
         layouts (list[GroupLayout]): From :func:`grouping_layouts`.
-        out_file (str): Output PNG.
+        out_file (str): Output PNG; must end with ``.png``. Its folder is
+            created; the file is written to a temporary file and renamed.
         image (np.ndarray, optional): ``(H, W, 3)`` uint8 RGB image shown
             faintly under the tokens. Defaults to None.
         title (str, optional): Figure title. Defaults to None.
@@ -197,6 +199,9 @@ def draw_grouping(layouts: List[GroupLayout],
     from matplotlib.ticker import MaxNLocator
     from PIL import Image
 
+    from ..utils_io import atomic_write
+    from .reconstruction import check_png_name
+    check_png_name(out_file)
     if not layouts:
         raise ValueError('No layouts to draw.')
     rows = len(layouts)
@@ -253,11 +258,14 @@ def draw_grouping(layouts: List[GroupLayout],
         fig.suptitle(title, fontsize=9)
         top = 1.0 - 0.45 / fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, top))
-    fig.savefig(out_file, dpi=dpi, format='png')
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format='png')
     plt.close(fig)
+    buf.seek(0)
     # a 256-colour palette keeps the file small (the figure has few colours)
-    Image.open(out_file).convert('RGB').quantize(256).save(
-        out_file, format='PNG', optimize=True)
+    with Image.open(buf) as img, atomic_write(out_file) as tmp:
+        img.convert('RGB').quantize(256).save(tmp, format='PNG',
+                                              optimize=True)
     return out_file
 
 

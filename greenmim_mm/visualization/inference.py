@@ -2,13 +2,13 @@
 with the config's test preprocessing (for the visualisation tools)."""
 import glob
 import os.path as osp
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import (Any, Dict, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, default_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from mmengine.utils import import_modules_from_strings
 from torch import Tensor, nn
 
@@ -40,15 +40,23 @@ def load_model(config: Union[str, Config],
                device: Union[str, torch.device] = 'cpu') -> nn.Module:
     """Build ``cfg.model`` and load a checkpoint (``init_model`` style).
 
+    The checkpoint is read with :func:`greenmim_mm.checkpoint.safe_load`
+    and loaded strictly (see :func:`load_state_strict`): a tool must not
+    draw from a model that is partly random.
+
     Args:
         config (str | Config): Config file or object.
         checkpoint (str, optional): Runner or ``{'state_dict': ...}``
-            checkpoint; mmengine loads it through ``greenmim_mm.safe_load``.
-            Defaults to None (random weights).
+            checkpoint of the whole model. Defaults to None (random
+            weights).
         device (str | torch.device): Device. Defaults to 'cpu'.
 
     Returns:
         nn.Module: The model in eval mode, with ``model.cfg`` set.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+        ValueError: If the checkpoint does not fit the model exactly.
     """
     from mmpretrain.registry import MODELS
     cfg = load_config(config)
@@ -61,13 +69,87 @@ def load_model(config: Union[str, Config],
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(f'Checkpoint {checkpoint!r} not found.')
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        load_state_strict(model, checkpoint)
     else:
         model.init_weights()
     model.cfg = cfg
     model.to(device)
     model.eval()
     return model
+
+
+def _state_dict_of(ckpt: Any, filename: str) -> Dict[str, Tensor]:
+    """The state dict of a loaded checkpoint, without a ``module.`` prefix
+    (DDP)."""
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f'Checkpoint {filename} holds no state dict '
+                         f'(got {type(ckpt).__name__}).')
+    if all(isinstance(k, str) and k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
+def load_state_strict(model: nn.Module, filename: str) -> None:
+    """Load a checkpoint into ``model`` with every key and shape matching.
+
+    Args:
+        model (nn.Module): The model (a ``GreenMIM`` for the tools).
+        filename (str): Checkpoint file, read with ``safe_load``.
+
+    Raises:
+        ValueError: Naming the file and the missing, unexpected or
+            mis-shaped keys; for a checkpoint without decoder (``neck.``)
+            weights, e.g. an extracted backbone, saying so.
+    """
+    from ..checkpoint import safe_load
+    state = _state_dict_of(safe_load(filename, map_location='cpu'),
+                           filename)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing and any(k.startswith('neck.') for k in own) and not any(
+            str(k).startswith('neck.') for k in state):
+        raise ValueError(
+            f'Checkpoint {filename}: this checkpoint has no decoder; pass a '
+            'full GreenMIM pretraining checkpoint (an extracted backbone '
+            f'cannot reconstruct). Missing: {_by_module(missing)}; the file '
+            f'holds {_summary(sorted(state))}.')
+    shapes = [f'{k}: checkpoint {tuple(state[k].shape)}, model '
+              f'{tuple(v.shape)}' for k, v in own.items()
+              if k in state and isinstance(state[k], Tensor)
+              and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f'missing {len(missing)} key(s): '
+                         f'{_summary(missing)}')
+        if unexpected:
+            parts.append(f'unexpected {len(unexpected)} key(s): '
+                         f'{_summary(unexpected)}')
+        if shapes:
+            parts.append(f'shape mismatches: {"; ".join(shapes[:5])}')
+        raise ValueError(
+            f'Checkpoint {filename} does not fit the model of this config ('
+            + '; '.join(parts) + '). Pass the checkpoint trained with this '
+            'config.')
+    model.load_state_dict(state, strict=True)
+
+
+def _by_module(keys: Sequence[str]) -> str:
+    """Key counts per top-level module, e.g. ``neck.* (12 keys)``."""
+    counts: Dict[str, int] = {}
+    for k in keys:
+        counts[k.split('.')[0]] = counts.get(k.split('.')[0], 0) + 1
+    return ', '.join(f'{m}.* ({n} key{"s" * (n != 1)})'
+                     for m, n in sorted(counts.items()))
+
+
+def _summary(keys: Sequence[str], n: int = 6) -> str:
+    """At most ``n`` keys, then how many more."""
+    keys = list(keys)
+    more = f' and {len(keys) - n} more' if len(keys) > n else ''
+    return ', '.join(map(str, keys[:n])) + more
 
 
 def input_size(cfg: Config) -> Tuple[int, int]:

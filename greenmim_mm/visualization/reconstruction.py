@@ -15,7 +15,6 @@ are made per image, as in MAE's visualisation:
 All panels are ``(B, 3, H, W)`` uint8 RGB images (the data preprocessor's
 mean/std undone).
 """
-import os
 import os.path as osp
 from typing import Dict, List, Sequence, Tuple
 
@@ -24,6 +23,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from ..utils_io import atomic_write
 from ..models.utils.masking import (patchify, random_unit_mask, restore_ids,
                                     unit_grid, unpatchify)
 
@@ -252,16 +252,37 @@ def panel_grid(panels: Dict[str, Tensor],
 def save_png(image: np.ndarray, path: str) -> str:
     """Write an RGB uint8 array as PNG, creating the folder.
 
+    The file is written to a temporary file and renamed (no half-written
+    PNG after an interruption).
+
     Args:
         image (np.ndarray): ``(H, W, 3)`` uint8.
+        path (str): Output file; must end with ``.png``.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        ValueError: If ``path`` does not end with ``.png``.
+    """
+    check_png_name(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(image).save(tmp, format='PNG')
+    return path
+
+
+def check_png_name(path: str) -> str:
+    """Raise unless ``path`` ends with ``.png`` (the bytes written are PNG).
+
+    Args:
         path (str): Output file.
 
     Returns:
         str: ``path``.
     """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    Image.fromarray(image).save(path)
+    if osp.splitext(str(path))[1].lower() != '.png':
+        raise ValueError(f'Output {path!r} must end with .png: the file '
+                         'written is a PNG image.')
     return path
 
 
@@ -290,5 +311,5 @@ __all__: List[str] = [
     'PANELS', 'GREY', 'patchify', 'unpatchify', 'unit_stats',
     'denormalize_units', 'pixel_mask', 'to_uint8', 'make_panels',
     'fixed_mask', 'predict_units', 'reconstruct', 'panel_grid', 'save_png',
-    'stack_inputs'
+    'check_png_name', 'stack_inputs'
 ]

@@ -1,6 +1,7 @@
 """tools/visualize_reconstruction.py and tools/visualize_grouping.py end to
 end, on the demo photos with a tiny GreenMIM checkpoint."""
 import glob
+import os
 import os.path as osp
 
 import numpy as np
@@ -39,10 +40,8 @@ def test_visualize_reconstruction(tiny, demo_data, tmp_path):
     written = main([cfg, ckpt, folder, '--out', str(out), '--max-images',
                     '2', '--seed', '1', '--mask-ratio', '0.5'])
     images = sorted(glob.glob(osp.join(folder, '*.jpg')))[:2]
-    assert written == [
-        str(out / (osp.splitext(osp.basename(p))[0] + '.png'))
-        for p in images
-    ]
+    assert written == [str(out / (osp.basename(p) + '.png'))
+                       for p in images]
     for path in written:
         with Image.open(path) as img:
             # 4 panels of 224 px + gaps of 4, one row plus a title header
@@ -65,8 +64,94 @@ def test_visualize_reconstruction_bad_input(tiny, tmp_path):
         main([cfg, ckpt, str(tmp_path / 'nothing')])
     with pytest.raises(ValueError, match='mask_ratio'):
         main([cfg, ckpt, str(tmp_path), '--mask-ratio', '1.5'])
+    Image.new('RGB', (32, 32)).save(tmp_path / 'x.jpg')
     with pytest.raises(FileNotFoundError, match='Checkpoint'):
-        main([cfg, str(tmp_path / 'missing.pth'), str(tmp_path)])
+        main([cfg, str(tmp_path / 'missing.pth'), str(tmp_path / 'x.jpg'),
+              '--out', str(tmp_path / 'vis')])
+
+
+def _photos(folder, names):
+    """Distinct small photos; returns their bytes by name."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+                        ).save(folder / name)
+    return {n: (folder / n).read_bytes() for n in names}
+
+
+def test_visualize_reconstruction_never_overwrites_inputs(tiny, tmp_path):
+    from greenmim_mm.utils_io import OverwriteInputError
+    from visualize_reconstruction import main
+    cfg, ckpt, _ = tiny
+    src = tmp_path / 'imgs'
+    before = _photos(src, ['x.jpg', 'x.png', 'y.png.png'])
+    # y.png.png would be the output name of y.png: the folder is refused
+    for out in [src, tmp_path / 'imgs' / '.', tmp_path / 'link']:
+        if out.name == 'link':
+            os.symlink(src, out)
+        with pytest.raises(OverwriteInputError, match='image folder'):
+            main([cfg, ckpt, str(src), '--out', str(out)])
+    with pytest.raises(OverwriteInputError, match='refusing to overwrite'):
+        main([cfg, ckpt, str(src / 'x.png'), '--out', str(src / 'x.png')])
+    with pytest.raises(NotADirectoryError, match='is a file'):
+        main([cfg, ckpt, str(src / 'x.png'), '--out', str(src / 'x.jpg')])
+    assert {n: (src / n).read_bytes() for n in before} == before
+    assert sorted(os.listdir(src)) == sorted(before)
+    # x.jpg and x.png: two outputs, each drawn from its own image
+    out = tmp_path / 'vis'
+    written = main([cfg, ckpt, str(src), '--out', str(out), '--seed', '3'])
+    assert written == [str(out / n) for n in
+                       ['x.jpg.png', 'x.png.png', 'y.png.png.png']]
+    assert sorted(os.listdir(out)) == sorted(osp.basename(w)
+                                             for w in written)
+    one = main([cfg, ckpt, str(src / 'x.png'), '--out',
+                str(tmp_path / 'one'), '--seed', '4'])  # x.png is image 1
+    with Image.open(written[0]) as a, Image.open(written[1]) as b, \
+            Image.open(one[0]) as c:
+        assert a.tobytes() != b.tobytes()
+        assert b.tobytes() == c.tobytes()
+    assert {n: (src / n).read_bytes() for n in before} == before
+
+
+def test_visualize_reconstruction_loads_strictly(tiny, tmp_path):
+    from extract_backbone import main as extract_main
+    from visualize_reconstruction import main
+    cfg, ckpt, model = tiny
+    src = tmp_path / 'imgs'
+    _photos(src, ['x.jpg'])
+    out = str(tmp_path / 'vis')
+    backbone = tmp_path / 'backbone.pth'
+    extract_main([ckpt, str(backbone)])
+    for keep in ([], ['--keep-prefix']):
+        extract_main([ckpt, str(backbone), *keep])
+        with pytest.raises(ValueError, match='this checkpoint has no '
+                           'decoder; pass a full GreenMIM pretraining '
+                           'checkpoint') as e:
+            main([cfg, str(backbone), str(src), '--out', out])
+        assert 'backbone.pth' in str(e.value)
+        assert 'neck.' in str(e.value)  # names what is missing
+    state = model.state_dict()
+    some = next(k for k in state if k.startswith('neck.'))
+    cases = {
+        'missing': ({k: v for k, v in state.items() if k != some}, some),
+        'unexpected': ({**state, 'neck.extra.weight': torch.ones(1)},
+                       'neck.extra.weight'),
+        'shape': ({**state, some: torch.zeros(1)}, some),
+        'unrelated': ({'encoder.x': torch.ones(1)}, 'encoder.x'),
+    }
+    for name, (bad, key) in cases.items():
+        path = tmp_path / f'{name}.pth'
+        torch.save({'state_dict': bad}, path)
+        with pytest.raises(ValueError, match=name + '.pth') as e:
+            main([cfg, str(path), str(src), '--out', out])
+        assert key in str(e.value), name
+    assert not osp.exists(out)  # nothing drawn from a random model
+    # a DDP 'module.' prefix is not a mismatch
+    path = tmp_path / 'ddp.pth'
+    torch.save({'state_dict': {'module.' + k: v for k, v in state.items()}},
+               path)
+    assert len(main([cfg, str(path), str(src), '--out', out])) == 1
 
 
 def test_visualize_grouping(tiny, demo_data, tmp_path):
@@ -83,3 +168,24 @@ def test_visualize_grouping(tiny, demo_data, tmp_path):
                 '--dpi', '30', '--out', str(tmp_path / 'arch.png')])
     with Image.open(out) as img:
         assert img.size[0] == 9 * 30
+
+
+def test_visualize_grouping_output_path(tmp_path):
+    from visualize_grouping import main
+    args = ['--arch', 'tiny', '--img-size', '64', '--window', '2', '--dpi',
+            '20']
+    out = tmp_path / 'new' / 'deeper' / 'g.png'  # folders are created
+    assert main(args + ['--out', str(out)]) == str(out)
+    with Image.open(out) as img:
+        assert img.format == 'PNG'
+    assert os.listdir(out.parent) == ['g.png']  # no temporary file left
+    for name in ['g.jpg', 'g', 'g.png.jpg']:
+        with pytest.raises(ValueError, match='must end with .png'):
+            main(args + ['--out', str(tmp_path / name)])
+        assert not osp.exists(tmp_path / name)
+    image = tmp_path / 'photo.png'
+    Image.new('RGB', (64, 64), (9, 9, 9)).save(image)
+    before = image.read_bytes()
+    with pytest.raises(ValueError, match='refusing to overwrite'):
+        main(args + ['--image', str(image), '--out', str(image)])
+    assert image.read_bytes() == before
