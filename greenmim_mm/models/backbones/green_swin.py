@@ -13,6 +13,7 @@ from ..utils.grouping import (GroupPlan, effective_shift,
                               plan_group_attention)
 from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
+from ..utils.nonfinite import isolate_nonfinite, mark_nonfinite
 from ..utils.transfer import to_device
 from ..utils.unit_conv import embed_visible_units
 from .masked_backbone import MaskedBackboneMixin
@@ -195,6 +196,7 @@ class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
         h0, w0 = grid[0] << levels, grid[1] << levels
 
         x = self._embed_visible(x, vis, grid)  # (B, N_0, C)
+        x, bad = isolate_nonfinite(x)  # a NaN pixel stays in its sample
         if self.use_abs_pos_embed:
             pos = resize_pos_embed(self.absolute_pos_embed,
                                    self.patch_resolution, (h0, w0),
@@ -216,4 +218,4 @@ class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
             if stage.downsample is not None and \
                     not self.out_after_downsample:
                 x = merge_visible(stage.downsample, x)
-        return tuple(outs)
+        return mark_nonfinite(outs, bad)

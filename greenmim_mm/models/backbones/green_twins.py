@@ -14,6 +14,7 @@ from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
                                  plan_sparse_conv, resolve_backend,
                                  sparse_conv2d)
+from ..utils.nonfinite import isolate_nonfinite, mark_nonfinite
 from ..utils.transfer import to_device
 from ..utils.unit_conv import (check_cell_conv, conv_on_cells,
                                embed_visible_units)
@@ -182,6 +183,8 @@ class GreenTwinsMixin(MaskedBackboneMixin):
             if i == 0:
                 x = embed_visible_units(embed.projection, x, vis, grid,
                                         self.mask_unit)  # (B, N_0, C_0)
+                # a NaN pixel stays in its sample (see utils.nonfinite)
+                x, bad = isolate_nonfinite(x)
             else:
                 x = conv_on_cells(embed.projection, x)  # (B, N_i, C_i)
             if embed.norm is not None:
@@ -196,7 +199,7 @@ class GreenTwinsMixin(MaskedBackboneMixin):
             x = getattr(self, f'norm_after_stage{i}')(x)
             if i in self.out_indices:
                 outs.append(x)
-        return tuple(outs)
+        return mark_nonfinite(outs, bad)
 
 
 @MODELS.register_module()

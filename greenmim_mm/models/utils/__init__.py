@@ -10,6 +10,7 @@ from .masking import (as_unit_mask, check_mask_ratio, check_unit_mask,
                       restore_ids, token_coords, unit_grid, unpatchify,
                       visible_unit_ids)
 from .unit_conv import check_cell_conv, conv_on_cells, embed_visible_units
+from .nonfinite import isolate_nonfinite, mark_nonfinite
 from .transfer import to_device
 from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
                           sparse_conv2d, spconv_available)
@@ -27,5 +28,6 @@ __all__ = [
     'random_unit_mask', 'restore_ids', 'token_coords', 'unit_grid',
     'visible_unit_ids',
     'SparseConvPlan', 'plan_sparse_conv', 'resolve_backend',
-    'sparse_conv2d', 'spconv_available', 'to_device'
+    'sparse_conv2d', 'spconv_available', 'to_device',
+    'isolate_nonfinite', 'mark_nonfinite'
 ]
