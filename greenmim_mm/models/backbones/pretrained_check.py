@@ -14,6 +14,12 @@ keys when
 * the checkpoint holds keys the model does not have, or
 * fewer than ``min_loaded`` of the model's parameters are in it.
 
+Before the load, relative-position-bias tables of another window are
+resized with torch (:mod:`.bias_resize`; mmpretrain's own hook needs a SciPy
+function removed in SciPy 1.14) and their stale ``relative_position_index``
+buffers dropped, and SimMIM's ``mask_token`` is dropped; both are named in a
+warning.
+
 Parameters that are only missing (a few, e.g. the ``norm0..norm2`` that
 mmdet's ``out_indices=(0, 1, 2, 3)`` adds to a pretraining checkpoint) are
 logged as a warning and keep their init.
@@ -25,16 +31,25 @@ A backbone opts in with::
 """
 import logging
 import re
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from mmengine.logging import print_log
 from mmengine.model.weight_init import PretrainedInit, update_init_info
 from mmengine.runner.checkpoint import _load_checkpoint
+import torch
 from torch import nn
+
+from .bias_resize import bias_table_window, resize_rel_pos_bias_table
 
 #: checkpoint keys that old mmpretrain Swin checkpoints carry and that no
 #: current model has (recomputed buffers)
 DEFAULT_IGNORED = (r'(^|\.)attn_mask$', r'(^|\.)num_batches_tracked$')
+
+#: keys of pretraining-only parameters a backbone checkpoint may hold
+#: (mmpretrain ``SimMIMSwinTransformer``); dropped with a warning when the
+#: model has no such key
+PRETRAIN_ONLY = ('mask_token', )
 
 
 class PretrainedReport(NamedTuple):
@@ -44,10 +59,15 @@ class PretrainedReport(NamedTuple):
         loaded (list[str]): Model keys taken from the checkpoint.
         missing (list[str]): Model parameters not in the checkpoint.
         ignored (list[str]): Checkpoint keys skipped by ``ignore``.
+        resized (list[str]): Bias tables resized to the model's window.
+        dropped (list[str]): Checkpoint keys dropped with a warning
+            (pretraining-only parameters, stale index buffers).
     """
     loaded: List[str]
     missing: List[str]
     ignored: List[str]
+    resized: Tuple[str, ...] = ()
+    dropped: Tuple[str, ...] = ()
 
 
 def is_pretrained_cfg(cfg: Optional[dict]) -> bool:
@@ -68,6 +88,56 @@ def _common_prefix_hint(keys: Sequence[str], prefix: Optional[str]) -> str:
         return (" The checkpoint holds a whole model: pass "
                 "prefix='backbone.' in init_cfg.")
     return ''
+
+
+def fit_bias_tables(state: Dict[str, torch.Tensor],
+                    model_state: Dict[str, torch.Tensor],
+                    where: str = 'Checkpoint') -> Tuple[List[str], List[str]]:
+    """Resize, in ``state``, bias tables whose window differs from the model's.
+
+    Each ``*relative_position_bias_table`` of another size than the model's
+    is resized with :func:`resize_rel_pos_bias_table`; a
+    ``*relative_position_index`` of another shape than the model's is
+    dropped (the model keeps its own, recomputed one).
+
+    Args:
+        state (dict[str, Tensor]): Checkpoint state, changed in place.
+        model_state (dict[str, Tensor]): ``module.state_dict()``.
+        where (str): Checkpoint description for errors. Defaults to
+            'Checkpoint'.
+
+    Returns:
+        tuple[list[str], list[str]]: Resized keys (as ``'key (w7 -> w14)'``)
+        and dropped index keys.
+
+    Raises:
+        ValueError: If a table's rows are not ``(2w-1)^2`` or its number of
+            heads differs from the model's.
+    """
+    resized, dropped = [], []
+    for key in list(state):
+        if key not in model_state:
+            continue
+        ours, theirs = model_state[key].shape, state[key].shape
+        if key.endswith('relative_position_bias_table') and ours != theirs:
+            try:
+                src = bias_table_window(theirs, key)
+                dst = bias_table_window(ours, key)
+            except ValueError as e:
+                raise ValueError(
+                    f'{where}: cannot resize {key} from {tuple(theirs)} to '
+                    f'the model\'s {tuple(ours)}: {e}') from None
+            if theirs[1] != ours[1]:
+                raise ValueError(
+                    f'{where}: {key} has {theirs[1]} heads (shape '
+                    f'{tuple(theirs)}), the model {ours[1]} (shape '
+                    f'{tuple(ours)}). Is it a checkpoint of another arch?')
+            state[key] = resize_rel_pos_bias_table(state[key], dst, key)
+            resized.append(f'{key} (w{src} -> w{dst})')
+        elif key.endswith('relative_position_index') and ours != theirs:
+            del state[key]
+            dropped.append(key)
+    return resized, dropped
 
 
 def load_pretrained_checked(module: nn.Module,
@@ -122,6 +192,23 @@ def load_pretrained_checked(module: nn.Module,
 
     where = f'Checkpoint {checkpoint}' + (f' (prefix {prefix!r})'
                                           if prefix else '')
+    model_state = module.state_dict()
+    extra = [k for k in PRETRAIN_ONLY if k in state and k not in model_state]
+    for k in extra:
+        del state[k]
+    if extra:
+        print_log(f'{where}: dropped {_short(extra)}, a pretraining-only '
+                  f'parameter (SimMIM) that {name} does not have.',
+                  logger='current', level=logging.WARNING)
+    resized, stale = fit_bias_tables(state, model_state, where)
+    if resized:
+        print_log(f'{where}: resized {len(resized)} relative position bias '
+                  f'tables to the window of {name}: {_short(resized)}.',
+                  logger='current', level=logging.WARNING)
+    if stale:
+        print_log(f'{where}: dropped {len(stale)} relative_position_index '
+                  f'buffers of another window ({_short(stale)}); {name} '
+                  'keeps its own.', logger='current', level=logging.WARNING)
     try:
         # the module's own _load_from_state_dict and pre-hooks run here
         missing, unexpected = module.load_state_dict(state, strict=False)
@@ -162,7 +249,8 @@ def load_pretrained_checked(module: nn.Module,
               logger='current')
     if hasattr(module, '_params_init_info'):
         update_init_info(module, init_info=f'{name}: load from {checkpoint}')
-    return PretrainedReport(loaded, missing_params, ignored)
+    return PretrainedReport(loaded, missing_params, ignored, tuple(resized),
+                            tuple(extra + stale))
 
 
 def init_weights_checked(module: nn.Module,
