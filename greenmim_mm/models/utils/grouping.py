@@ -52,6 +52,9 @@ class GroupPlan:
         num_tokens (int): Visible tokens ``B * N``.
         identity (bool): True when ``token_slot`` is ``arange`` (one window
             per sample, no padding), so gathering can be skipped.
+        cache (dict): Tensors derived from the plan on its device (e.g. the
+            bias index and its backward reduction), built once and shared
+            by every block that uses the plan; a moved plan starts empty.
     """
     token_slot: Tensor
     slot_rc: Tensor
@@ -64,6 +67,7 @@ class GroupPlan:
     _rel_index: Optional[Tensor] = field(default=None, repr=False)
     _same_window: Optional[Tensor] = field(default=None, repr=False)
     _bias_scatter: Optional[Tensor] = field(default=None, repr=False)
+    cache: Dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def padding_waste(self) -> float:
