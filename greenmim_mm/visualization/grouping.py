@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..models.utils.grouping import GroupPlan
 from ..models.utils.masking import unit_grid
+from ..models.utils.window_plan import UnitGroupPlan
 
 #: RGB of padded slots and of masked positions
 PAD_RGB = (0.82, 0.82, 0.82)
@@ -69,7 +70,7 @@ def _stage_items(stage_plans) -> List[Tuple[Tuple[int, int], GroupPlan]]:
         lsa = stage_plans['lsa']
         return [] if lsa is None else [((lsa.window, 0), lsa)]
     return [(key, plan) for key, plan in stage_plans.items()
-            if isinstance(plan, GroupPlan)]
+            if isinstance(plan, (GroupPlan, UnitGroupPlan))]
 
 
 def grouping_layouts(backbone: nn.Module, mask: Tensor,

@@ -1,6 +1,6 @@
 """Swin Transformer with a visible-tokens-only (GreenMIM) forward path."""
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.utils.checkpoint as cp
 from mmpretrain.models import SwinTransformer
@@ -9,17 +9,18 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ..utils.group_attention import group_window_attention
-from ..utils.grouping import (GroupPlan, effective_shift,
-                              plan_group_attention)
+from ..utils.grouping import GroupPlan, effective_shift
 from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
 from ..utils.nonfinite import isolate_nonfinite, mark_nonfinite
 from ..utils.transfer import to_device
 from ..utils.unit_conv import embed_visible_units
+from ..utils.window_plan import (UnitGroupPlan, plan_unit_windows,
+                                 plans_to_device)
 from .masked_backbone import MaskedBackboneMixin
 
 #: plans of one stage, keyed by (window, effective shift)
-StagePlans = Dict[Tuple[int, int], GroupPlan]
+StagePlans = Dict[Tuple[int, int], Union[UnitGroupPlan, GroupPlan]]
 
 
 def merge_visible(downsample: nn.Module, x: Tensor) -> Tensor:
@@ -146,27 +147,31 @@ class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
 
     def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
                    ) -> List[StagePlans]:
-        """Grouping plans of every stage for a batch of masks (on CPU).
+        """Host halves of the grouping plans of every stage (window-level
+        work only; see :mod:`..utils.window_plan`). The forward expands
+        them on the model's device.
 
         Args:
             mask (Tensor): ``(B, L)`` unit mask, 1 = masked.
             img_hw (tuple[int, int]): Image size.
 
         Returns:
-            list[dict]: Per stage, ``{(window, shift): GroupPlan}``.
+            list[dict]: Per stage, ``{(window, shift): UnitGroupPlan}``.
         """
         grid = unit_grid(img_hw, self.mask_unit)
-        vis = visible_unit_ids(mask.reshape(mask.shape[0], -1).cpu())
+        mask = mask.reshape(mask.shape[0], -1).cpu().bool()
+        vis = visible_unit_ids(mask)  # (B, n_vis)
+        visible = (~mask).float()  # (B, L)
         levels = int(math.log2(self.mask_unit // self.patch_size))
         plans = []
         for i, stage in enumerate(self.stages):
             hw = (grid[0] << (levels - i), grid[1] << (levels - i))
-            coords = token_coords(vis, grid[1], levels - i)  # (B, N_i, 2)
             stage_plans: StagePlans = {}
             for key in self._block_keys(stage, hw):
                 if key not in stage_plans:
-                    stage_plans[key] = plan_group_attention(
-                        coords, hw, *key, self.group_cost)
+                    stage_plans[key] = plan_unit_windows(
+                        vis, visible, grid, levels - i, *key,
+                        self.group_cost)
             plans.append(stage_plans)
         return plans
 
@@ -188,10 +193,10 @@ class GreenSwinTransformer(MaskedBackboneMixin, SwinTransformer):
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:
             plans = self.make_plans(mask, x.shape[-2:])
-        plans = [{k: p.to(x.device)
-                  for k, p in sp.items()} for sp in plans]
-        # index planning stays on the CPU: no host-device sync
+        # index planning stays on the CPU: no host-device sync; every copy
+        # is queued before the first device computation
         vis = to_device(visible_unit_ids(mask.cpu()), x.device)  # (B, n_vis)
+        plans = plans_to_device(plans, x.device)
         levels = int(math.log2(self.mask_unit // self.patch_size))
         h0, w0 = grid[0] << levels, grid[1] << levels
 

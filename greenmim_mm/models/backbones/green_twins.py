@@ -8,7 +8,9 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ..utils.group_attention import group_window_attention
-from ..utils.grouping import GroupPlan, plan_group_attention
+from ..utils.grouping import GroupPlan
+from ..utils.window_plan import (UnitGroupPlan, plan_unit_windows,
+                                 plans_to_device)
 from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
@@ -22,7 +24,8 @@ from .masked_backbone import MaskedBackboneMixin
 
 #: plans of one stage: ``'peg'`` (SparseConvPlan), ``'lsa'`` (GroupPlan or
 #: None when the stage has no locally-grouped attention)
-TwinsStagePlan = Dict[str, Union[SparseConvPlan, GroupPlan, None]]
+TwinsStagePlan = Dict[str, Union[SparseConvPlan, UnitGroupPlan, GroupPlan,
+                                  None]]
 
 
 def green_gsa(attn: nn.Module, x: Tensor) -> Tensor:
@@ -140,15 +143,19 @@ class GreenTwinsMixin(MaskedBackboneMixin):
 
         Returns:
             list[dict]: Per stage, ``{'peg': SparseConvPlan, 'lsa':
-            GroupPlan or None}``.
+            UnitGroupPlan or None}`` (host halves; the forward expands
+            them on the model's device).
         """
         grid = unit_grid(img_hw, self.mask_unit)
-        vis = visible_unit_ids(mask.reshape(mask.shape[0], -1).cpu())
+        mask = mask.reshape(mask.shape[0], -1).cpu().bool()
+        vis = visible_unit_ids(mask)  # (B, n_vis)
+        visible = (~mask).float()  # (B, L)
         plans = []
         for i, stage in enumerate(self.stages):
             side = self.unit_sides[i]
             hw = (grid[0] * side, grid[1] * side)
-            coords = token_coords(vis, grid[1], int(math.log2(side)))
+            levels = int(math.log2(side))
+            coords = token_coords(vis, grid[1], levels)
             peg = self.position_encodings[i].proj
             plan: TwinsStagePlan = dict(
                 peg=plan_sparse_conv(coords, hw, peg.kernel_size,
@@ -159,8 +166,9 @@ class GreenTwinsMixin(MaskedBackboneMixin):
                 raise ValueError(f'Stage {i} mixes LSA window sizes '
                                  f'{sorted(windows)}.')
             if windows:
-                plan['lsa'] = plan_group_attention(
-                    coords, hw, windows.pop(), 0, self.group_cost)
+                plan['lsa'] = plan_unit_windows(
+                    vis, visible, grid, levels, windows.pop(), 0,
+                    self.group_cost)
             plans.append(plan)
         return plans
 
@@ -173,10 +181,10 @@ class GreenTwinsMixin(MaskedBackboneMixin):
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:
             plans = self.make_plans(mask, x.shape[-2:])
-        plans = [{k: None if p is None else p.to(x.device)
-                  for k, p in sp.items()} for sp in plans]
-        # index planning stays on the CPU: no host-device sync
+        # index planning stays on the CPU: no host-device sync; every copy
+        # is queued before the first device computation
         vis = to_device(visible_unit_ids(mask.cpu()), x.device)  # (B, n_vis)
+        plans = plans_to_device(plans, x.device)
         outs = []
         for i in range(self.num_stage):
             embed = self.patch_embeds[i]

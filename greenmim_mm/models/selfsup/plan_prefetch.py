@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..utils.grouping import GroupPlan
+from ..utils.window_plan import UnitGroupPlan
 
 
 def iteration_generator(base_seed: int, iteration: int) -> torch.Generator:
@@ -33,13 +34,15 @@ def iteration_generator(base_seed: int, iteration: int) -> torch.Generator:
 
 
 def warm_plans(plans: Any, device: torch.device) -> None:
-    """Build the lazy index tensors of every :class:`GroupPlan` in a
-    (nested) list/dict of plans, when the model trains on the CPU (the bias
-    index and its sparse backward matrix). For another device nothing is
-    built here: ``GroupPlan.to`` would drop it and the device builds it
-    again."""
+    """Expand every plan of a (nested) list/dict of plans and build its
+    lazy index tensors (the bias index and its backward reduction), when the
+    model trains on the CPU; the forward then reuses them. For another
+    device nothing is built here: the token-level half runs on that device
+    (see :meth:`.UnitGroupPlan.to`), so nothing is built twice."""
     if device.type != 'cpu':
         return
+    if isinstance(plans, UnitGroupPlan):  # token-level half, on the CPU
+        plans = plans.to(device)
     if isinstance(plans, GroupPlan):
         plans.rel_index
         plans.bias_scatter

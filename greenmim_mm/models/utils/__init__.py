@@ -1,9 +1,12 @@
 from .group_attention import (extended_bias_table, gather_bias,
                               group_window_attention)
-from .grouping import (GroupPlan, assign_windows, best_subset,
-                       effective_shift, group_cost, num_groups, pack_windows,
-                       plan_group_attention, plan_single_window,
-                       relative_index, search_group_size, window_ids)
+from .grouping import (GroupPlan, best_subset, effective_shift, group_cost,
+                       num_groups, pack_windows, relative_index,
+                       search_group_size, window_ids)
+from .window_plan import (UnitGroupPlan, WindowPacking, assign_windows,
+                          expand_group_plan, pack_histogram,
+                          plan_group_attention, plan_single_window,
+                          plan_unit_windows, unit_window_table)
 from .masking import (as_unit_mask, check_mask_ratio, check_unit_mask,
                       morton_offsets,
                       num_visible_units, patchify, random_unit_mask,
@@ -22,7 +25,9 @@ __all__ = [
     'group_cost',
     'num_groups', 'pack_windows', 'plan_group_attention',
     'plan_single_window', 'relative_index', 'search_group_size',
-    'window_ids', 'as_unit_mask', 'check_mask_ratio', 'check_unit_mask',
+    'window_ids', 'UnitGroupPlan', 'WindowPacking', 'expand_group_plan',
+    'pack_histogram', 'plan_unit_windows', 'unit_window_table',
+    'as_unit_mask', 'check_mask_ratio', 'check_unit_mask',
     'morton_offsets',
     'num_visible_units', 'patchify', 'unpatchify',
     'random_unit_mask', 'restore_ids', 'token_coords', 'unit_grid',

@@ -25,7 +25,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -230,15 +229,19 @@ def best_subset(hist: Sequence[int], cap: int) -> Composition:
     full = (1 << (cap + 1)) - 1
     items: List[Tuple[int, int]] = []  # (count, multiplicity)
     reach = [1]
-    for v in range(len(hist) - 1, 0, -1):
-        m = min(int(hist[v]), cap // v) if v <= cap else 0
+    for v in range(min(cap, len(hist) - 1), 0, -1):
+        if not hist[v]:
+            continue
+        m = min(int(hist[v]), cap // v)
         k = 1
         while m > 0:
-            take = min(k, m)
+            take = k if k < m else m
             items.append((v, take))
             reach.append((reach[-1] | (reach[-1] << (v * take))) & full)
             m -= take
             k <<= 1
+        if reach[-1] >> cap:
+            break  # a perfect fill: no further item can do better
     target = reach[-1].bit_length() - 1
     comp: Composition = {}
     for i in range(len(items) - 1, -1, -1):
@@ -338,117 +341,3 @@ def search_group_size(hist: Sequence[int],
         if cost < best_cost:
             best_g, best_pack, best_cost = g, pack, cost
     return best_g, best_pack
-
-
-def assign_windows(counts: Tensor, packing: List[Tuple[Composition, int]],
-                   group_size: int) -> Tuple[Tensor, Tensor]:
-    """Place every window in a group, following a packing.
-
-    Args:
-        counts (Tensor): ``(num_windows,)`` token count of every window.
-        packing (list): Output of :func:`pack_windows`.
-        group_size (int): ``g``.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``(num_windows,)`` group index and offset of
-        the window's first token inside the group (empty windows get 0, 0).
-    """
-    grp_parts, off_parts, cnt_parts = [], [], []
-    base = 0
-    for comp, rep in packing:  # one iteration per distinct composition
-        c = np.repeat(np.array(sorted(comp), dtype=np.int64),
-                      [comp[v] for v in sorted(comp)])[::-1]  # (m,)
-        o = np.concatenate([[0], np.cumsum(c)[:-1]])
-        grp_parts.append(np.repeat(np.arange(base, base + rep), len(c)))
-        off_parts.append(np.tile(o, rep))
-        cnt_parts.append(np.tile(c, rep))
-        base += rep
-    device = counts.device
-    if not grp_parts:
-        z = torch.zeros_like(counts)
-        return z, z
-    slot_grp = torch.from_numpy(np.concatenate(grp_parts)).to(device)
-    slot_off = torch.from_numpy(np.concatenate(off_parts)).to(device)
-    slot_cnt = torch.from_numpy(np.concatenate(cnt_parts)).to(device)
-    # match windows and slots of equal count: sort both lists by count
-    nonempty = (counts > 0).nonzero().squeeze(1)
-    w_order = nonempty[counts[nonempty].argsort(stable=True)]
-    s_order = slot_cnt.argsort(stable=True)
-    win_grp = torch.zeros_like(counts)
-    win_off = torch.zeros_like(counts)
-    win_grp[w_order] = slot_grp[s_order]
-    win_off[w_order] = slot_off[s_order]
-    return win_grp, win_off
-
-
-# --------------------------------------------------------------------------
-# full plans
-# --------------------------------------------------------------------------
-def plan_single_window(coords: Tensor, window: int) -> GroupPlan:
-    """Plan for a stage whose map fits in one window: each sample attends
-    over all its own visible tokens, no padding.
-
-    Args:
-        coords (Tensor): ``(B, N, 2)`` token coordinates.
-        window (int): Window size (for the bias index).
-
-    Returns:
-        GroupPlan: with ``G = B`` and ``g = N``.
-    """
-    b, n = coords.shape[:2]
-    return GroupPlan(
-        token_slot=torch.arange(b * n, device=coords.device),
-        slot_rc=coords.reshape(b * n, 2),
-        slot_label=torch.arange(b, device=coords.device).repeat_interleave(n),
-        window=window, num_groups=b, group_size=n, num_tokens=b * n,
-        identity=True)
-
-
-def plan_group_attention(coords: Tensor,
-                         hw: Tuple[int, int],
-                         window: int,
-                         shift: int,
-                         coeffs: Tuple[float, float] = (1.0, 0.0),
-                         group_size: Optional[int] = None) -> GroupPlan:
-    """Plan Group Window Attention for one stage and one shift.
-
-    Args:
-        coords (Tensor): ``(B, N, 2)`` visible-token coordinates.
-        hw (tuple[int, int]): Feature-map size.
-        window (int): Window size.
-        shift (int): Effective shift (see :func:`effective_shift`).
-        coeffs (tuple[float, float]): Cost model ``(a, b)``.
-            Defaults to (1.0, 0.0).
-        group_size (int, optional): Force ``g`` instead of searching.
-            Defaults to None.
-
-    Returns:
-        GroupPlan: The plan.
-    """
-    b, n = coords.shape[:2]
-    device = coords.device
-    if hw[0] <= window and hw[1] <= window and shift == 0:
-        return plan_single_window(coords, window)
-    wid, per_sample = window_ids(coords, hw, window, shift)
-    wid = wid.reshape(-1)  # (B*N,)
-    counts = torch.bincount(wid, minlength=b * per_sample)
-    hist = torch.bincount(counts, minlength=window * window + 1).tolist()
-    if group_size is None:
-        g, packing = search_group_size(hist, coeffs)
-    else:
-        g, packing = group_size, pack_windows(hist, group_size)
-    n_groups = num_groups(packing)
-    win_grp, win_off = assign_windows(counts, packing, g)
-    # rank of each token inside its window
-    order = wid.argsort(stable=True)
-    starts = counts.cumsum(0) - counts
-    rank = torch.empty_like(wid)
-    rank[order] = torch.arange(wid.numel(), device=device) - starts[wid[order]]
-    token_slot = win_grp[wid] * g + win_off[wid] + rank  # (B*N,)
-    # per-slot window label (padding: a unique negative label) and coords
-    n_slots = n_groups * g
-    labels = -1 - torch.arange(n_slots, device=device)
-    labels[token_slot] = wid
-    slot_rc = torch.zeros(n_slots, 2, dtype=torch.long, device=device)
-    slot_rc[token_slot] = coords.reshape(-1, 2)
-    return GroupPlan(token_slot, slot_rc, labels, window, n_groups, g, b * n)
