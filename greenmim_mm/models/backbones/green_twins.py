@@ -11,21 +11,22 @@ from ..utils.group_attention import group_window_attention
 from ..utils.grouping import GroupPlan
 from ..utils.window_plan import (UnitGroupPlan, plan_unit_windows,
                                  plans_to_device)
-from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
+from ..utils.masking import (as_unit_mask, check_unit_mask,
                              unit_grid, visible_unit_ids)
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
-                                 plan_sparse_conv, resolve_backend,
+                                 resolve_backend,
                                  sparse_conv2d)
 from ..utils.nonfinite import isolate_nonfinite, mark_nonfinite
 from ..utils.transfer import to_device
+from ..utils.unit_sparse_conv import UnitSparseConvPlan
 from ..utils.unit_conv import (check_cell_conv, conv_on_cells,
                                embed_visible_units)
 from .masked_backbone import MaskedBackboneMixin
 
-#: plans of one stage: ``'peg'`` (SparseConvPlan), ``'lsa'`` (GroupPlan or
-#: None when the stage has no locally-grouped attention)
-TwinsStagePlan = Dict[str, Union[SparseConvPlan, UnitGroupPlan, GroupPlan,
-                                  None]]
+#: plans of one stage: ``'peg'`` (a sparse-conv plan), ``'lsa'`` (a group
+#: plan, or None when the stage has no locally-grouped attention)
+TwinsStagePlan = Dict[str, Union[UnitSparseConvPlan, SparseConvPlan,
+                                  UnitGroupPlan, GroupPlan, None]]
 
 
 def green_gsa(attn: nn.Module, x: Tensor) -> Tensor:
@@ -142,7 +143,7 @@ class GreenTwinsMixin(MaskedBackboneMixin):
             img_hw (tuple[int, int]): Image size.
 
         Returns:
-            list[dict]: Per stage, ``{'peg': SparseConvPlan, 'lsa':
+            list[dict]: Per stage, ``{'peg': UnitSparseConvPlan, 'lsa':
             UnitGroupPlan or None}`` (host halves; the forward expands
             them on the model's device).
         """
@@ -155,11 +156,11 @@ class GreenTwinsMixin(MaskedBackboneMixin):
             side = self.unit_sides[i]
             hw = (grid[0] * side, grid[1] * side)
             levels = int(math.log2(side))
-            coords = token_coords(vis, grid[1], levels)
             peg = self.position_encodings[i].proj
             plan: TwinsStagePlan = dict(
-                peg=plan_sparse_conv(coords, hw, peg.kernel_size,
-                                     peg.dilation), lsa=None)
+                peg=UnitSparseConvPlan(vis, grid[1], levels, hw,
+                                       peg.kernel_size, peg.dilation),
+                lsa=None)
             windows = {layer.attn.window_size for layer in stage
                        if isinstance(layer.attn, LocallyGroupedSelfAttention)}
             if len(windows) > 1:

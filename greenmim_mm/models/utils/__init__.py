@@ -15,6 +15,7 @@ from .masking import (as_unit_mask, check_mask_ratio, check_unit_mask,
 from .unit_conv import check_cell_conv, conv_on_cells, embed_visible_units
 from .nonfinite import isolate_nonfinite, mark_nonfinite
 from .transfer import to_device
+from .unit_sparse_conv import UnitSparseConvPlan
 from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
                           sparse_conv2d, spconv_available)
 
@@ -33,6 +34,6 @@ __all__ = [
     'random_unit_mask', 'restore_ids', 'token_coords', 'unit_grid',
     'visible_unit_ids',
     'SparseConvPlan', 'plan_sparse_conv', 'resolve_backend',
-    'sparse_conv2d', 'spconv_available', 'to_device',
+    'sparse_conv2d', 'spconv_available', 'to_device', 'UnitSparseConvPlan',
     'isolate_nonfinite', 'mark_nonfinite'
 ]

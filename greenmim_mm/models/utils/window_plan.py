@@ -413,16 +413,19 @@ def plans_to_device(plans: List[Dict], device) -> List[Dict]:
 
     Args:
         plans (list[dict]): Per stage, plans with a ``to(device)`` method
-            (:class:`UnitGroupPlan`, :class:`GroupPlan`, sparse-conv plans)
-            or None.
+            or None; host halves (:class:`UnitGroupPlan`,
+            :class:`.UnitSparseConvPlan`) also have ``upload(device)``.
         device (torch.device): The model's device.
 
     Returns:
         list[dict]: The same structure of device plans.
     """
     device = torch.device(device)
-    moved = [{k: p if p is None else p.upload(device) if isinstance(
-        p, UnitGroupPlan) else p.to(device) for k, p in sp.items()}
-             for sp in plans]
-    return [{k: p.to(device) if isinstance(p, UnitGroupPlan) else p
-             for k, p in sp.items()} for sp in moved]
+
+    def lazy(p) -> bool:  # a host half, expanded on the device
+        return hasattr(p, 'upload')
+
+    moved = [{k: p if p is None else p.upload(device) if lazy(p) else
+              p.to(device) for k, p in sp.items()} for sp in plans]
+    return [{k: p.to(device) if lazy(p) else p for k, p in sp.items()}
+            for sp in moved]

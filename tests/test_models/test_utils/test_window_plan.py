@@ -94,3 +94,47 @@ def test_expansion_is_cached_per_device_and_pickles_empty():
         assert torch.equal(clone.to('cpu').token_slot, dev.token_slot)
     with pytest.raises(AttributeError):
         plan.no_such_attribute
+
+
+SWIN_B = dict(type='GreenSwinTransformer', arch='base', img_size=224)
+SVT_S = dict(type='GreenSVT', arch='small')
+
+
+@pytest.mark.parametrize('cfg', [SWIN_B, SVT_S], ids=['swin-b', 'svt-s'])
+def test_make_plans_host_work_scales_with_units_not_tokens(cfg):
+    """A backbone's ``make_plans`` (the host's share of planning) runs the
+    same ops at batch 4 and 64, and no tensor that grows with the batch
+    holds as many entries per sample as the visible tokens of stage 1."""
+    from mmpretrain.registry import MODELS
+    backbone = MODELS.build(cfg)
+    runs = {}
+    for batch in (4, 64):
+        mask = random_unit_mask(batch, (7, 7), 0.75,
+                                generator=torch.Generator().manual_seed(1))
+        backbone.make_plans(mask, (224, 224))  # static tables are cached
+        with HostOps() as rec:
+            plans = backbone.make_plans(mask, (224, 224))
+        runs[batch] = rec
+    assert runs[4].ops == runs[64].ops
+    tokens = 12 * 64  # visible tokens of a sample at stage 1
+    grown = [big / 64 for small, big in zip(runs[4].numels, runs[64].numels)
+             if big != small]
+    assert grown and max(grown) < tokens / 4, max(grown)
+    # and the device half gives the layout the token-level planner gives
+    for stage_plans in plans:
+        for p in stage_plans.values():
+            if p is not None:
+                assert p.to('cpu') is p.to('cpu')
+
+
+def test_unit_sparse_conv_plan_equals_host_plan():
+    from greenmim_mm.models.utils import UnitSparseConvPlan, plan_sparse_conv
+    mask = random_unit_mask(3, (5, 6), 0.6)
+    vis = visible_unit_ids(mask)
+    lazy = UnitSparseConvPlan(vis, 6, 2, (20, 24), (3, 3), (1, 1))
+    ref = plan_sparse_conv(token_coords(vis, 6, 2), (20, 24), 3, 1)
+    dev = lazy.to('cpu')
+    assert lazy.to('cpu') is dev
+    assert torch.equal(dev.neighbor_index, ref.neighbor_index)
+    assert torch.equal(dev.coords, ref.coords)
+    assert pickle.loads(pickle.dumps(lazy))._built == {}
