@@ -230,6 +230,10 @@ def test_image_without_a_batch_dimension_is_refused(swin):
     with pytest.raises(ValueError, match=re.escape(
             'expected (B, 3, H, W) images, got shape (3, 64, 64)')):
         swin(torch.randn(3, 64, 64), mask=[[0, 1, 1, 1]])
+    # the dense path (no mask) too: mmpretrain would run it unbatched
+    with pytest.raises(ValueError, match=re.escape(
+            'expected (B, 3, H, W) images, got shape (3, 64, 64)')):
+        swin(torch.randn(3, 64, 64))
 
 
 def test_twins_takes_list_masks_and_refuses_bad_ones():

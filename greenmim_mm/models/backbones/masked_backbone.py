@@ -3,6 +3,7 @@ from typing import Any, Optional, Tuple
 
 from torch import Tensor
 
+from ..utils.masking import check_batched
 from .pretrained_check import init_weights_checked
 
 
@@ -37,5 +38,6 @@ class MaskedBackboneMixin:
             by visible unit (ascending) then Morton order inside the unit.
         """
         if mask is None:
+            check_batched(x.shape)  # a (3, H, W) image would run unbatched
             return super().forward(x)
         return self.forward_masked(x, mask, plans)

@@ -85,6 +85,21 @@ def as_unit_mask(mask: Any) -> Tensor:
     return mask.bool()
 
 
+def check_batched(img_shape: Sequence[int]) -> None:
+    """Raise a clear error for images without a batch dimension.
+
+    Args:
+        img_shape (Sequence[int]): Shape of the image tensor.
+
+    Raises:
+        ValueError: If it is not ``(B, C, H, W)``.
+    """
+    if len(img_shape) != 4:
+        raise ValueError(
+            f'expected (B, 3, H, W) images, got shape {tuple(img_shape)}; '
+            'a single image needs a batch dimension, e.g. `img[None]`.')
+
+
 def check_unit_mask(img_shape: Sequence[int], mask: Any,
                     unit: int) -> Tuple[int, int]:
     """Check that a unit mask fits a batch of images.
@@ -106,10 +121,7 @@ def check_unit_mask(img_shape: Sequence[int], mask: Any,
             batch or the grid, is not binary, or hides every unit of a
             sample.
     """
-    if len(img_shape) != 4:
-        raise ValueError(
-            f'expected (B, 3, H, W) images, got shape {tuple(img_shape)}; '
-            'a single image needs a batch dimension, e.g. `img[None]`.')
+    check_batched(img_shape)
     mask = as_unit_mask(mask)
     b = img_shape[0]
     grid = unit_grid(img_shape[-2:], unit)
