@@ -1,0 +1,235 @@
+"""ConvNeXt (V1, V2) with a visible-tokens-only (GreenMIM) forward path."""
+import math
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmpretrain.models import ConvNeXt
+from mmpretrain.models.utils import GRN
+from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
+from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
+                             unit_grid, visible_unit_ids)
+from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
+                                 plan_sparse_conv, resolve_backend,
+                                 sparse_conv2d)
+from ..utils.transfer import to_device
+from ..utils.unit_conv import (check_cell_conv, conv_on_cells,
+                               embed_visible_units)
+from .masked_backbone import MaskedBackboneMixin
+
+
+def token_layer_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """mmpretrain ``LN2d`` (or any ``nn.LayerNorm``) over the channels of
+    ``(B, N, C)`` tokens, with the layer's own weights."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias,
+                        norm.eps)
+
+
+def pointwise(layer: nn.Module, x: Tensor) -> Tensor:
+    """A pointwise layer (``nn.Linear``, or a 1x1 ``nn.Conv2d`` when
+    ``linear_pw_conv=False``) on ``(B, N, C_in)`` tokens."""
+    if isinstance(layer, nn.Linear):
+        return layer(x)
+    # (C_out, C_in, 1, 1) -> (C_out, C_in): a view of the conv's weight
+    return F.linear(x, layer.weight.flatten(1), layer.bias)
+
+
+def sparse_grn(grn: GRN, x: Tensor) -> Tensor:
+    """ConvNeXt-V2 Global Response Normalization over the visible tokens.
+
+    The per-channel spatial L2 norm is taken over each sample's visible
+    tokens only, as FCMAE's sparse GRN does (it equals the norm of the map
+    with masked positions zeroed).
+
+    Args:
+        grn (GRN): mmpretrain ``GRN``.
+        x (Tensor): ``(B, N, C)`` visible tokens of every sample.
+
+    Returns:
+        Tensor: ``(B, N, C)``.
+    """
+    gx = torch.norm(x, p=2, dim=1, keepdim=True)  # (B, 1, C)
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + grn.eps)  # (B, 1, C)
+    return grn.gamma * (x * nx) + grn.beta + x
+
+
+def green_convnext_block(block: nn.Module, x: Tensor, plan: SparseConvPlan,
+                         backend: str = 'auto') -> Tensor:
+    """An mmpretrain ``ConvNeXtBlock`` on visible tokens (same weights).
+
+    Args:
+        block (nn.Module): The ``ConvNeXtBlock``.
+        x (Tensor): ``(B, N, C)`` visible tokens.
+        plan (SparseConvPlan): Neighbour table of the stage's 7x7 conv.
+        backend (str): Sparse-conv backend. Defaults to ``'auto'``.
+
+    Returns:
+        Tensor: ``(B, N, C)``.
+    """
+
+    def _inner_forward(x):
+        shortcut = x
+        # submanifold depthwise conv: masked neighbours read as zero
+        x = sparse_conv2d(block.depthwise_conv, x, plan, backend)
+        x = token_layer_norm(block.norm, x)
+        x = block.act(pointwise(block.pointwise_conv1, x))  # (B, N, 4C)
+        if block.grn is not None:
+            x = sparse_grn(block.grn, x)
+        x = pointwise(block.pointwise_conv2, x)  # (B, N, C)
+        if block.gamma is not None:
+            x = x * block.gamma
+        return shortcut + block.drop_path(x)
+
+    if block.with_cp and x.requires_grad:
+        return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+    return _inner_forward(x)
+
+
+@MODELS.register_module()
+class GreenConvNeXt(MaskedBackboneMixin, ConvNeXt):
+    """ConvNeXt (V1 and V2) that can run on visible mask units only.
+
+    GreenMIM: `Green Hierarchical Vision Transformer for Masked Image
+    Modeling <https://arxiv.org/abs/2205.13515>`_; ConvNeXt: `A ConvNet for
+    the 2020s <https://arxiv.org/abs/2201.03545>`_; ConvNeXt V2:
+    `Co-designing and Scaling ConvNets with Masked Autoencoders
+    <http://arxiv.org/abs/2301.00808>`_.
+
+    With ``mask=None`` this is exactly mmpretrain's ``ConvNeXt`` (same
+    forward, same state-dict keys), so checkpoints load into plain
+    ``mmpretrain.ConvNeXt``. With a mask, only the visible tokens are
+    computed: the stem (4x4, stride 4) and the downsampling convs (2x2,
+    stride 2) act on whole visible units as a reshape plus linear, every
+    7x7 depthwise conv is a submanifold sparse conv over the visible tokens
+    (masked positions read as zero), and LayerNorm, the pointwise MLP,
+    layer scale and drop path run per visible token. V2's GRN takes its
+    spatial norm over each sample's visible tokens (FCMAE's sparse GRN).
+    Nothing mixes samples, so a non-finite pixel stays in its sample.
+
+    Mask convention: ``(B, Hu * Wu)`` or ``(B, Hu, Wu)``, **1 = masked**,
+    the same number of visible units in every sample; the mask unit is the
+    final stride (32 px for the four-stage archs). The masked path returns
+    tokens, so it needs ``gap_before_final_norm=False``.
+
+    Args:
+        arch (str | dict): ConvNeXt arch (``'tiny'``, ``'base'``, ... or a
+            dict with ``depths`` and ``channels``). Defaults to ``'tiny'``.
+        sparse_conv_backend (str): Backend of the sparse depthwise conv:
+            ``'auto'`` or ``'gather'`` (spconv has no depthwise conv).
+            Defaults to ``'auto'``.
+        init_cfg (dict | list, optional): Initialization config. Defaults
+            to None (the parent's TruncNormal / Constant init).
+        **kwargs: Other arguments of mmpretrain ``ConvNeXt``.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 sparse_conv_backend: str = 'auto',
+                 init_cfg: Optional[Union[dict, list]] = None,
+                 **kwargs):
+        if isinstance(arch, str) and arch not in self.arch_settings:
+            raise ValueError(
+                f'Unknown GreenConvNeXt arch {arch!r}; choose one of '
+                f'{sorted(self.arch_settings)} or pass a dict with the keys '
+                "'depths' and 'channels'.")
+        if init_cfg is not None:
+            kwargs['init_cfg'] = init_cfg
+        super().__init__(arch, **kwargs)
+        self.sparse_conv_backend = sparse_conv_backend
+        sides = []
+        for i, layer in enumerate(self.downsample_layers):
+            conv, norm = (layer[0], layer[1]) if i == 0 else (layer[1],
+                                                              layer[0])
+            sides.append(check_cell_conv(conv, f'downsample_layers[{i}]'))
+            if not isinstance(norm, nn.LayerNorm):
+                raise ValueError(
+                    'The masked path needs LayerNorm (LN2d) norms, got '
+                    f'{type(norm).__name__} in downsample_layers[{i}].')
+        self.patch_size = sides[0]
+        self.mask_unit = math.prod(sides)
+        #: tokens per mask-unit side at every stage
+        self.unit_sides = [self.mask_unit // math.prod(sides[:i + 1])
+                           for i in range(self.num_stages)]
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                check_submanifold(block.depthwise_conv)
+                resolve_backend(block.depthwise_conv, sparse_conv_backend)
+            if len({b.depthwise_conv.kernel_size for b in stage}) > 1:
+                raise ValueError(f'Stage {i} mixes depthwise kernel sizes.')
+
+    # ------------------------------------------------------------------
+    def make_plans(self,
+                   mask: Tensor,
+                   img_hw: Tuple[int, int],
+                   device: Optional[torch.device] = None
+                   ) -> List[SparseConvPlan]:
+        """Neighbour tables of the depthwise conv of every stage.
+
+        Args:
+            mask (Tensor): ``(B, L)`` unit mask, 1 = masked.
+            img_hw (tuple[int, int]): Image size.
+            device (torch.device, optional): Where to build the tables (the
+                visible unit ids are found on the CPU and queued there;
+                nothing is read back). Defaults to None (CPU).
+
+        Returns:
+            list[SparseConvPlan]: One plan per stage, rows in the masked
+            path's token order.
+        """
+        grid = unit_grid(img_hw, self.mask_unit)
+        mask = as_unit_mask(mask).reshape(mask.shape[0], -1)
+        vis = visible_unit_ids(mask)  # (B, n_vis), on the CPU
+        if device is not None:
+            vis = to_device(vis, device)
+        plans = []
+        for i, stage in enumerate(self.stages):
+            side = self.unit_sides[i]
+            coords = token_coords(vis, grid[1], int(math.log2(side)))
+            conv = stage[0].depthwise_conv
+            plans.append(
+                plan_sparse_conv(coords, (grid[0] * side, grid[1] * side),
+                                 conv.kernel_size, conv.dilation))
+        return plans
+
+    def forward_masked(self, x: Tensor, mask: Tensor,
+                       plans: Optional[List[SparseConvPlan]] = None
+                       ) -> Tuple[Tensor]:
+        """Visible-tokens-only forward; see :meth:`forward`."""
+        if self.gap_before_final_norm:
+            raise ValueError(
+                'GreenConvNeXt with a mask returns visible tokens, but '
+                'gap_before_final_norm=True asks for pooled features; build '
+                'it with gap_before_final_norm=False for masked pretraining.')
+        mask = as_unit_mask(mask)  # CPU bool, from any array-like
+        grid = check_unit_mask(x.shape, mask, self.mask_unit)
+        mask = mask.reshape(mask.shape[0], -1)
+        if plans is None:
+            plans = self.make_plans(mask, x.shape[-2:], x.device)
+        if len(plans) != self.num_stages:
+            raise ValueError(f'Expected {self.num_stages} stage plans, got '
+                             f'{len(plans)}.')
+        plans = [p.to(x.device) for p in plans]
+        vis = to_device(visible_unit_ids(mask), x.device)  # (B, n_vis)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            layer = self.downsample_layers[i]
+            if i == 0:  # stem: conv, LN
+                x = embed_visible_units(layer[0], x, vis, grid,
+                                        self.mask_unit)  # (B, N_0, C_0)
+                x = token_layer_norm(layer[1], x)
+            else:  # LN, 2x2 conv on whole 2x2 cells (Morton runs of 4)
+                x = conv_on_cells(layer[1], token_layer_norm(layer[0], x))
+            if plans[i].num_tokens != x.shape[0] * x.shape[1]:
+                raise ValueError(
+                    f'Plan of stage {i} has {plans[i].num_tokens} tokens, '
+                    f'the stage {x.shape[0] * x.shape[1]}: plans made for '
+                    'another mask or image size.')
+            for block in stage:
+                x = green_convnext_block(block, x, plans[i],
+                                         self.sparse_conv_backend)
+            if i in self.out_indices:
+                outs.append(token_layer_norm(getattr(self, f'norm{i}'), x))
+        return tuple(outs)
