@@ -10,12 +10,12 @@ from mmpretrain.models.utils import GRN
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
-                             unit_grid, visible_unit_ids)
+from ..utils.masking import (as_unit_mask, check_unit_mask, unit_grid,
+                             visible_unit_ids)
 from ..utils.sparse_conv import (SparseConvPlan, check_submanifold,
-                                 plan_sparse_conv, resolve_backend,
-                                 sparse_conv2d)
+                                 resolve_backend, sparse_conv2d)
 from ..utils.transfer import to_device
+from ..utils.unit_sparse_conv import UnitSparseConvPlan
 from ..utils.unit_conv import (check_cell_conv, conv_on_cells,
                                embed_visible_units)
 from .masked_backbone import MaskedBackboneMixin
@@ -161,41 +161,37 @@ class GreenConvNeXt(MaskedBackboneMixin, ConvNeXt):
                 raise ValueError(f'Stage {i} mixes depthwise kernel sizes.')
 
     # ------------------------------------------------------------------
-    def make_plans(self,
-                   mask: Tensor,
-                   img_hw: Tuple[int, int],
-                   device: Optional[torch.device] = None
-                   ) -> List[SparseConvPlan]:
-        """Neighbour tables of the depthwise conv of every stage.
+    def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
+                   ) -> List[UnitSparseConvPlan]:
+        """Sparse-conv plans of the depthwise conv of every stage.
+
+        Only the visible unit ids are found on the host; each neighbour
+        table is built on the model's device when the forward asks for it
+        (:class:`.UnitSparseConvPlan`), so host work scales with the units.
 
         Args:
             mask (Tensor): ``(B, L)`` unit mask, 1 = masked.
             img_hw (tuple[int, int]): Image size.
-            device (torch.device, optional): Where to build the tables (the
-                visible unit ids are found on the CPU and queued there;
-                nothing is read back). Defaults to None (CPU).
 
         Returns:
-            list[SparseConvPlan]: One plan per stage, rows in the masked
-            path's token order.
+            list[UnitSparseConvPlan]: One plan per stage, rows in the
+            masked path's token order.
         """
         grid = unit_grid(img_hw, self.mask_unit)
-        mask = as_unit_mask(mask).reshape(mask.shape[0], -1)
-        vis = visible_unit_ids(mask)  # (B, n_vis), on the CPU
-        if device is not None:
-            vis = to_device(vis, device)
+        mask = as_unit_mask(mask)
+        vis = visible_unit_ids(mask.reshape(mask.shape[0], -1))  # (B, n_vis)
         plans = []
         for i, stage in enumerate(self.stages):
             side = self.unit_sides[i]
-            coords = token_coords(vis, grid[1], int(math.log2(side)))
             conv = stage[0].depthwise_conv
-            plans.append(
-                plan_sparse_conv(coords, (grid[0] * side, grid[1] * side),
-                                 conv.kernel_size, conv.dilation))
+            plans.append(UnitSparseConvPlan(
+                vis, grid[1], int(math.log2(side)),
+                (grid[0] * side, grid[1] * side), conv.kernel_size,
+                conv.dilation))
         return plans
 
     def forward_masked(self, x: Tensor, mask: Tensor,
-                       plans: Optional[List[SparseConvPlan]] = None
+                       plans: Optional[List[UnitSparseConvPlan]] = None
                        ) -> Tuple[Tensor]:
         """Visible-tokens-only forward; see :meth:`forward`."""
         if self.gap_before_final_norm:
@@ -207,10 +203,13 @@ class GreenConvNeXt(MaskedBackboneMixin, ConvNeXt):
         grid = check_unit_mask(x.shape, mask, self.mask_unit)
         mask = mask.reshape(mask.shape[0], -1)
         if plans is None:
-            plans = self.make_plans(mask, x.shape[-2:], x.device)
+            plans = self.make_plans(mask, x.shape[-2:])
         if len(plans) != self.num_stages:
             raise ValueError(f'Expected {self.num_stages} stage plans, got '
                              f'{len(plans)}.')
+        # queue every host-to-device copy first, then build on the device
+        plans = [p.upload(x.device) if hasattr(p, 'upload') else p
+                 for p in plans]
         plans = [p.to(x.device) for p in plans]
         vis = to_device(visible_unit_ids(mask), x.device)  # (B, n_vis)
         outs = []
