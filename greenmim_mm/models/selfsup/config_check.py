@@ -14,12 +14,13 @@ from torch import nn
 
 
 def stage_widths(backbone: nn.Module) -> List[int]:
-    """Channel width of every stage of a Swin- or Twins-style backbone.
+    """Channel width of every stage of a Swin-, Twins- or ConvNeXt-style
+    backbone.
 
     Args:
         backbone (nn.Module): mmpretrain ``SwinTransformer`` (widths in
-            ``num_features``) or ``PCPVT`` / ``SVT`` (widths in the list
-            ``embed_dims``), or a subclass.
+            ``num_features``), ``PCPVT`` / ``SVT`` (widths in the list
+            ``embed_dims``) or ``ConvNeXt`` (``channels``), or a subclass.
 
     Returns:
         list[int]: One width per stage.
@@ -30,11 +31,14 @@ def stage_widths(backbone: nn.Module) -> List[int]:
     widths = getattr(backbone, 'num_features', None)
     if not isinstance(widths, Sequence):
         widths = getattr(backbone, 'embed_dims', None)
+    if not isinstance(widths, Sequence):  # ConvNeXt
+        widths = getattr(backbone, 'channels', None)
     if not isinstance(widths, Sequence) or not widths:
         raise TypeError(
             f'{type(backbone).__name__} exposes no per-stage widths '
-            '(`num_features` as in SwinTransformer or a list `embed_dims` '
-            'as in PCPVT/SVT); GreenMIM cannot check its neck against it.')
+            '(`num_features` as in SwinTransformer, a list `embed_dims` '
+            'as in PCPVT/SVT or `channels` as in ConvNeXt); GreenMIM '
+            'cannot check its neck against it.')
     return [int(w) for w in widths]
 
 
