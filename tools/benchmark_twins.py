@@ -128,13 +128,15 @@ def twins_planning(bench, steps=5):
 # --------------------------------------------------------------------------
 # (a) sparse depthwise conv
 # --------------------------------------------------------------------------
-def _conv_case(kind, batch, channels, side, ratio, device, seed=0):
+def _conv_case(kind, batch, channels, side, ratio, device, seed=0,
+               kernel=3):
     """Inputs of one conv run: (conv, x, plan or None)."""
     from torch import nn
     from greenmim_mm.models.utils import (plan_sparse_conv, random_unit_mask,
                                           token_coords, visible_unit_ids)
     g = torch.Generator().manual_seed(seed)
-    conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+    conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2,
+                     groups=channels)
     conv = conv.to(device)
     if kind == 'dense':
         x = torch.randn(batch, channels, side, side, generator=g)
@@ -143,7 +145,7 @@ def _conv_case(kind, batch, channels, side, ratio, device, seed=0):
     grid = (side // unit_side, side // unit_side)
     mask = random_unit_mask(batch, grid, ratio, generator=g)
     coords = token_coords(visible_unit_ids(mask), grid[1], 3)
-    plan = plan_sparse_conv(coords, (side, side), 3).to(device)
+    plan = plan_sparse_conv(coords, (side, side), kernel).to(device)
     x = torch.randn(*coords.shape[:2], channels, generator=g)
     return conv, x.to(device).requires_grad_(), plan
 
@@ -168,7 +170,8 @@ def conv_time(kind, args, device):
     from greenmim_mm.models.utils import (plan_sparse_conv, random_unit_mask,
                                           token_coords, visible_unit_ids)
     conv, x, plan = _conv_case(kind, args.conv_batch, args.conv_channels,
-                               args.conv_side, args.ratio, device)
+                               args.conv_side, args.ratio, device,
+                               kernel=args.conv_kernel)
     times = []
     for i in range(args.warmup + args.conv_steps):
         x.grad = None
@@ -187,7 +190,7 @@ def conv_time(kind, args, device):
         plan_t = []
         for _ in range(args.conv_steps):
             t0 = time.perf_counter()
-            plan_sparse_conv(coords, (side, side), 3)
+            plan_sparse_conv(coords, (side, side), args.conv_kernel)
             plan_t.append(time.perf_counter() - t0)
         res['plan_ms'] = statistics.median(plan_t) * 1e3
         res['tokens'] = plan.num_tokens
@@ -211,23 +214,22 @@ def conv_memory_probe(kind, args, device):
     buffers by mmap and returns them on free, so RSS follows live
     tensors); a long-lived process reuses its free heap instead."""
     import gc
-    _conv_run(kind, *_conv_case(kind, args.conv_batch, args.conv_channels,
-                                args.conv_side, args.ratio, device))
+    case = dict(kind=kind, batch=args.conv_batch,
+                channels=args.conv_channels, side=args.conv_side,
+                ratio=args.ratio, device=device, kernel=args.conv_kernel)
+    _conv_run(kind, *_conv_case(**case))
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        _conv_run(kind, *_conv_case(kind, args.conv_batch,
-                                    args.conv_channels, args.conv_side,
-                                    args.ratio, device))
+        _conv_run(kind, *_conv_case(**case))
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset VmHWM to the current RSS
     base = _status_kb('VmRSS')
-    _conv_run(kind, *_conv_case(kind, args.conv_batch, args.conv_channels,
-                                args.conv_side, args.ratio, device))
+    _conv_run(kind, *_conv_case(**case))
     return (_status_kb('VmHWM') - base) / 1024
 
 
@@ -263,12 +265,14 @@ def run_conv(args, device):
             res[kind]['peak_mem_mb'] = _probe(
                 ['--conv-probe', kind, '--conv-batch', str(args.conv_batch),
                  '--conv-channels', str(args.conv_channels), '--conv-side',
-                 str(args.conv_side), '--ratio', str(args.ratio)], args)
+                 str(args.conv_side), '--ratio', str(args.ratio),
+                 '--conv-kernel', str(args.conv_kernel)], args)
     d, s = res['dense'], res['sparse']
     res['speedup'] = d['fwd_bwd_ms'] / s['fwd_bwd_ms']
     if s.get('peak_mem_mb', 0) > 0:
         res['memory_ratio'] = d['peak_mem_mb'] / s['peak_mem_mb']
-    print(f'\n(a) depthwise 3x3 conv, batch {args.conv_batch}, '
+    k = args.conv_kernel
+    print(f'\n(a) depthwise {k}x{k} conv, batch {args.conv_batch}, '
           f'{args.conv_channels} ch, {args.conv_side}x{args.conv_side} map, '
           f'mask ratio {args.ratio}, {device}, threads '
           f'{torch.get_num_threads()}, median of {args.conv_steps}')
@@ -340,6 +344,7 @@ def main(argv=None):
     p.add_argument('--conv-channels', type=int, default=128)
     p.add_argument('--conv-side', type=int, default=56)
     p.add_argument('--conv-steps', type=int, default=20)
+    p.add_argument('--conv-kernel', type=int, default=3)
     p.add_argument('--ratio', type=float, default=0.75)
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--device', default=None)
