@@ -11,6 +11,10 @@ _base_ = ['../_base_/default_runtime.py']
 
 # what `mim train mmpretrain configs/greenmim_swin.py` writes last
 pretrained = 'work_dirs/greenmim_swin/epoch_800.pth'
+# LayerNorm eps 1e-6 as in the paper's encoders and our pretraining configs
+# (mmpretrain's Swin: 1e-5), so that a converted official checkpoint
+# (tools/convert_official.py) runs exactly as it was trained
+paper_ln = dict(type='LN', eps=1e-6)
 
 # model settings
 model = dict(
@@ -24,6 +28,11 @@ model = dict(
         img_size=224,
         window_size=7,
         drop_path_rate=0.1,
+        norm_cfg=paper_ln,
+        patch_cfg=dict(norm_cfg=paper_ln),
+        stage_cfgs=dict(
+            block_cfgs=dict(norm_cfg=paper_ln),
+            downsample_cfg=dict(norm_cfg=paper_ln)),
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(type='GlobalAveragePooling'),

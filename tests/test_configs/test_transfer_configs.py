@@ -15,7 +15,7 @@ import greenmim_mm  # noqa: F401  registers the models
 
 CFG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 DET = sorted(glob.glob(osp.join(CFG_DIR, 'mmdet', '*swin*.py')))
-FT = sorted(glob.glob(osp.join(CFG_DIR, 'benchmarks', '*.py')))
+FT = sorted(glob.glob(osp.join(CFG_DIR, 'benchmarks', '*swin*.py')))
 DET_1X = osp.join(CFG_DIR, 'mmdet',
                   'mask-rcnn_greenmim-swin-base-w7_fpn_1x_coco.py')
 DET_3X = osp.join(CFG_DIR, 'mmdet',
@@ -26,7 +26,19 @@ FT_W7 = osp.join(CFG_DIR, 'benchmarks',
                  'greenmim_swin-base-w7_8xb256-amp-coslr-100e_in1k.py')
 FT_W14 = osp.join(CFG_DIR, 'benchmarks',
                   'greenmim_swin-base-w14_8xb256-amp-coslr-100e_in1k.py')
+FT_L14 = osp.join(CFG_DIR, 'benchmarks',
+                  'greenmim_swin-large-w14_8xb256-amp-coslr-100e_in1k.py')
+DET_W14 = osp.join(CFG_DIR, 'mmdet',
+                   'mask-rcnn_greenmim-swin-base-w14_fpn_1x_coco.py')
+DET_L14 = osp.join(CFG_DIR, 'mmdet',
+                   'mask-rcnn_greenmim-swin-large-w14_fpn_1x_coco.py')
 TINY = dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
+
+
+def _stages(bb):
+    """The four per-stage configs of a Swin backbone config."""
+    s = bb.get('stage_cfgs', {})
+    return list(s) if isinstance(s, (list, tuple)) else [s] * 4
 
 
 def _registry(cfg):
@@ -58,12 +70,12 @@ def _groups(cfg, model):
 
 
 def test_configs_found():
-    assert set(glob.glob(osp.join(CFG_DIR, 'mmdet', '*.py'))) == {
-        DET_1X, DET_3X, DET_TWINS}
+    assert set(glob.glob(osp.join(CFG_DIR, 'mmdet', '*.py'))) >= {
+        DET_1X, DET_3X, DET_W14, DET_L14, DET_TWINS}
     assert {osp.basename(p) for p in DET} == {
-        osp.basename(DET_1X), osp.basename(DET_3X)}
+        osp.basename(p) for p in (DET_1X, DET_3X, DET_W14, DET_L14)}
     assert {osp.basename(p) for p in FT} == {
-        osp.basename(FT_W7), osp.basename(FT_W14)}
+        osp.basename(FT_W7), osp.basename(FT_W14), osp.basename(FT_L14)}
 
 
 @pytest.mark.parametrize('path', DET + FT, ids=osp.basename)
@@ -72,7 +84,13 @@ def test_transfer_config_builds(path):
     assert 'greenmim_mm' in cfg.custom_imports.imports
     bb = cfg.model.backbone
     assert bb.type.split('.')[-1] == 'GreenSwinTransformer'
-    assert bb.arch == 'base'
+    assert bb.arch in ('base', 'large')
+    width = 128 if bb.arch == 'base' else 192
+    # the paper's LayerNorm eps in every LayerNorm of the backbone
+    assert bb.norm_cfg.eps == bb.patch_cfg.norm_cfg.eps == 1e-6
+    for s in _stages(bb):
+        assert s.block_cfgs.norm_cfg.eps == 1e-6
+        assert s.downsample_cfg.norm_cfg.eps == 1e-6
     init = bb.init_cfg
     assert (init.type, init.prefix) == ('Pretrained', 'backbone.')
     # the default checkpoint is the last one that `mim train` of one of our
@@ -83,6 +101,10 @@ def test_transfer_config_builds(path):
     assert last == f'epoch_{pre.train_cfg.max_epochs}.pth'
     assert (pre.model.backbone.arch, pre.model.backbone.window_size) == (
         bb.arch, bb.window_size)
+    # same windows per stage and LayerNorms as the pretraining config
+    assert [s.get('window_size') for s in _stages(pre.model.backbone)] == [
+        s.get('window_size') for s in _stages(bb)]
+    assert pre.model.backbone.norm_cfg == bb.norm_cfg
     # no `_scope_` where mmengine passes a dict on without a registry
     for loader in ('train_dataloader', 'val_dataloader'):
         assert '_scope_' not in cfg[loader].get('collate_fn', {})
@@ -91,15 +113,16 @@ def test_transfer_config_builds(path):
     assert model.backbone.init_cfg['checkpoint'] == init.checkpoint
     if cfg.default_scope == 'mmdet':
         assert type(model).__name__ == 'MaskRCNN'
-        assert cfg.model.neck.in_channels == [128, 256, 512, 1024]
+        assert cfg.model.neck.in_channels == [width * 2**i
+                                              for i in range(4)]
         assert bb.out_indices == (0, 1, 2, 3)
         assert bb.drop_path_rate > 0
         feats = model.backbone(torch.zeros(1, 3, 64, 96))
         assert [f.shape[1] for f in feats] == cfg.model.neck.in_channels
     else:
         assert type(model).__name__ == 'ImageClassifier'
-        assert model.head.fc.in_features == 1024
-        assert 0.05 <= bb.drop_path_rate <= 0.2
+        assert model.head.fc.in_features == width * 8
+        assert 0.05 <= bb.drop_path_rate <= 0.3
 
 
 def test_mmdet_3x_overrides_only_pipeline_and_schedule():
@@ -251,28 +274,43 @@ def test_finetune_step_with_augments(tmp_path):
     opt.step()
 
 
-def test_finetune_w14_pads_only_the_last_stage():
+def test_finetune_w14_last_stage_uses_window_7():
+    """The paper's w14 layout: window 14 in stages 1-3, 7 in the last (13x13
+    bias tables), which at 224 px needs no ``pad_small_map``."""
     w7, w14 = Config.fromfile(FT_W7), Config.fromfile(FT_W14)
     # the sibling overrides the backbone's windows only
     b7, b14 = w7.model.pop('backbone'), w14.model.pop('backbone')
     assert w7.model == w14.model and w7.optim_wrapper == w14.optim_wrapper
     assert (b7.window_size, b14.window_size) == (7, 14)
-    assert [s.get('pad_small_map', False) for s in b14.stage_cfgs] == [
-        False, False, False, True]
+    assert [s.get('window_size') for s in b14.stage_cfgs] == [
+        None, None, None, 7]
+    assert not any(s.get('pad_small_map', False) for s in b14.stage_cfgs)
     from mmpretrain.registry import MODELS
     b14.arch = TINY
     b14.init_cfg = None
     model = MODELS.build(b14)
     model.eval()
-    blocks = [b.attn for s in model.stages for b in s.blocks]
-    assert all(a.window_size == 14 for a in blocks)
+    windows = [[b.attn.window_size for b in s.blocks] for s in model.stages]
+    assert windows == [[14, 14], [14, 14], [14, 14], [7, 7]]
+    table = model.stages[3].blocks[0].attn.w_msa.relative_position_bias_table
+    assert table.shape == (13 * 13, 8)
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224))
     assert out[-1].shape == (1, 128, 7, 7)
-    # the 7x7 last stage really needs it
-    b14.stage_cfgs = {}
-    with torch.no_grad(), pytest.raises(AssertionError, match='pad_small_map'):
-        MODELS.build(b14)(torch.randn(1, 3, 224, 224))
+
+
+def test_finetune_large_w14_is_the_papers_recipe():
+    b14, l14 = Config.fromfile(FT_W14), Config.fromfile(FT_L14)
+    assert (l14.model.backbone.arch, l14.model.backbone.drop_path_rate,
+            l14.model.head.in_channels) == ('large', 0.3, 1536)
+    assert l14.model.backbone.stage_cfgs == b14.model.backbone.stage_cfgs
+    assert l14.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.8
+    assert l14.optim_wrapper.optimizer.lr == pytest.approx(1e-3 * 4)
+    warm, cos = l14.param_scheduler
+    assert warm.start_factor * l14.optim_wrapper.optimizer.lr == \
+        pytest.approx(2e-7 * 4)
+    assert cos.eta_min == pytest.approx(3.5e-7 * 4)
+    assert l14.train_cfg == b14.train_cfg
 
 
 def test_mmdet_twins_loads_a_greenmim_twins_checkpoint(tmp_path):
