@@ -245,3 +245,23 @@ def test_bad_inputs_get_clear_errors():
     other = model.make_plans(torch.tensor([[0, 0, 1, 1]] * 2), (64, 64))
     with pytest.raises(ValueError, match='another mask'):
         model(x, mask=torch.tensor([[0, 1, 1, 1]] * 2), plans=other)
+
+
+def test_sparse_grn_matches_mmpretrain_grn_even_for_a_zero_channel():
+    from mmpretrain.models.utils import GRN
+
+    from greenmim_mm.models.backbones import sparse_grn
+    grn = GRN(6).double()
+    with torch.no_grad():
+        grn.gamma.normal_()
+        grn.beta.normal_()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    x[:, :, 2] = 0  # a channel that is zero at every token
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = sparse_grn(grn, xa)
+    yb = grn(xb[:, :, None], data_format='channel_last')[:, :, 0]
+    torch.testing.assert_close(ya, yb, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-12, rtol=1e-12)
