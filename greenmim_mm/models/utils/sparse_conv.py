@@ -12,9 +12,10 @@ Two backends:
   sorted-key lookup (``searchsorted`` over linear ids), so time and memory
   scale with the ``M`` visible tokens, never with ``H * W``. The compute
   loops over the ``K`` kernel offsets (gather, multiply, accumulate) inside
-  a custom autograd function that saves only the input features: the input
-  gradient is the same gather conv with the flipped kernel (no scatter, no
-  atomics).
+  a custom autograd function that saves only the input features: one pass
+  over the gathered output gradients gives the input gradient (the same
+  gather conv with the flipped kernel) and the weight gradient (no
+  scatter, no atomics).
 * ``'spconv'``: ``spconv.pytorch`` submanifold conv for ordinary convs
   (``groups == 1``); its CPU path needs ``ConvAlgo.Native``.
 
@@ -190,13 +191,44 @@ def check_submanifold(conv: nn.Conv2d) -> None:
 # --------------------------------------------------------------------------
 # gather backend
 # --------------------------------------------------------------------------
+def _accumulate(out: Tensor, nb: Tensor, w_k: Tensor) -> None:
+    """``out += nb @ W_k`` per group, in place.
+
+    Args:
+        out (Tensor): ``(M, C_out)`` accumulator.
+        nb (Tensor): ``(M, C_in)`` gathered neighbours at one offset.
+        w_k (Tensor): ``(G, C_out/G, C_in/G)`` weight of that offset.
+    """
+    m = nb.shape[0]
+    g, c_og, c_ig = w_k.shape
+    if c_og == 1 and c_ig == 1:  # depthwise
+        out.addcmul_(nb, w_k.view(1, g))
+    elif g == 1:
+        out.addmm_(nb, w_k[0].t())
+    else:  # (G, M, C_in/G) @ (G, C_in/G, C_out/G) -> (G, M, C_out/G)
+        y = torch.bmm(nb.view(m, g, c_ig).transpose(0, 1),
+                      w_k.transpose(1, 2))
+        out += y.transpose(0, 1).reshape(m, g * c_og)
+
+
+def _neighbours(feats: Tensor, index: Tensor):
+    """Yield ``(k, x[index[k]])`` for every offset, over a zero-padded
+    ``x``. One ``(M, C)`` buffer is reused for every offset (a fresh buffer
+    per offset costs more in page faults than the gather); the centre
+    offset of the odd kernel yields ``feats`` itself."""
+    n_k = index.shape[0]
+    padded = torch.cat([feats, feats.new_zeros(1, feats.shape[1])], 0)
+    buf = torch.empty_like(feats)  # (M, C)
+    for k in range(n_k):
+        if k == n_k // 2:  # the token itself
+            yield k, feats
+        else:
+            yield k, torch.index_select(padded, 0, index[k], out=buf)
+
+
 def _gather_conv(feats: Tensor, weight: Tensor, index: Tensor,
                  groups: int) -> Tensor:
     """``out[m] = sum_k W_k x[index[k, m]]`` over a zero-padded ``x``.
-
-    One ``(M, C_in)`` gather buffer is reused for every kernel offset (a
-    fresh buffer per offset costs more in page faults than the gather);
-    the centre offset reads ``feats`` directly.
 
     Args:
         feats (Tensor): ``(M, C_in)``.
@@ -207,32 +239,26 @@ def _gather_conv(feats: Tensor, weight: Tensor, index: Tensor,
     Returns:
         Tensor: ``(M, C_out)``.
     """
-    m, c_in = feats.shape
-    n_k, g, c_og, c_ig = weight.shape
+    n_k, g, c_og, _ = weight.shape
     weight = weight.contiguous()
-    padded = torch.cat([feats, feats.new_zeros(1, c_in)], 0)  # (M+1, C_in)
-    buf = torch.empty_like(feats)  # (M, C_in)
-    out = feats.new_zeros(m, g * c_og)
-    depthwise = c_og == 1 and c_ig == 1
-    for k in range(n_k):
-        if k == n_k // 2:  # centre of an odd kernel: the token itself
-            nb = feats
-        else:
-            nb = torch.index_select(padded, 0, index[k], out=buf)
-        if depthwise:
-            out.addcmul_(nb, weight[k].view(1, g))
-        elif g == 1:
-            out.addmm_(nb, weight[k, 0].t())
-        else:  # (G, M, C_in/G) @ (G, C_in/G, C_out/G) -> (G, M, C_out/G)
-            y = torch.bmm(nb.view(m, g, c_ig).transpose(0, 1),
-                          weight[k].transpose(1, 2))
-            out += y.transpose(0, 1).reshape(m, g * c_og)
+    out = feats.new_zeros(feats.shape[0], g * c_og)
+    for k, nb in _neighbours(feats, index):
+        _accumulate(out, nb, weight[k])
     return out
 
 
 class _GatherConv(torch.autograd.Function):
     """Gather conv whose backward recomputes instead of saving ``K`` copies
-    of the gathered input."""
+    of the gathered input.
+
+    Neighbour ``k`` of ``m`` is ``n``  <=>  neighbour ``K-1-k`` of ``n`` is
+    ``m``. So one pass over the gathered output gradients
+    ``g_k[n] = dy[index[k, n]]`` gives both gradients: the input gradient
+    is the gather conv of ``dy`` with the flipped, transposed kernel
+    (``dx[n] += W_{K-1-k}^T g_k[n]``), and the weight gradient is
+    ``dW_{K-1-k} = sum_n g_k[n] x[n]^T`` (no scatter, no atomics, and
+    ``x`` is never gathered again).
+    """
 
     @staticmethod
     def forward(ctx, feats, weight, bias, index, groups):
@@ -247,28 +273,26 @@ class _GatherConv(torch.autograd.Function):
         feats, weight, index = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         n_k, g, c_og, c_ig = weight.shape
-        grad_in = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            # neighbour k of m is n  <=>  neighbour K-1-k of n is m: the
-            # input gradient is the gather conv with the flipped,
-            # transposed kernel
-            w_t = weight.flip(0).transpose(2, 3)
-            grad_in = _gather_conv(grad_out, w_t, index, g)
-        if ctx.needs_input_grad[1]:
-            m = feats.shape[0]
-            padded = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])
-            buf, prod = torch.empty_like(feats), None
-            go = grad_out.view(m, g, c_og)
-            grad_w = weight.new_empty(n_k, g, c_og, c_ig)
-            for k in range(n_k):
-                nb = feats if k == n_k // 2 else torch.index_select(
-                    padded, 0, index[k], out=buf)  # (M, C_in)
+        m = feats.shape[0]
+        need_in, need_w = ctx.needs_input_grad[:2]
+        grad_in = feats.new_zeros(m, g * c_ig) if need_in else None
+        grad_w = weight.new_empty(n_k, g, c_og, c_ig) if need_w else None
+        w_t = weight.flip(0).transpose(2, 3).contiguous()
+        x_g = feats.view(m, g, c_ig).transpose(0, 1)  # (G, M, C_in/G)
+        prod = None
+        if need_in or need_w:
+            for k, nb in _neighbours(grad_out, index):  # nb: (M, C_out)
+                if need_in:
+                    _accumulate(grad_in, nb, w_t[k])
+                if not need_w:
+                    continue
                 if c_og == 1 and c_ig == 1:  # depthwise
-                    prod = torch.mul(grad_out, nb, out=prod)
-                    grad_w[k] = prod.sum(0).view(g, 1, 1)
+                    prod = torch.mul(feats, nb, out=prod)
+                    grad_w[n_k - 1 - k] = prod.sum(0).view(g, 1, 1)
                 else:  # (G, C_out/G, M) @ (G, M, C_in/G)
-                    grad_w[k] = torch.bmm(go.permute(1, 2, 0),
-                                          nb.view(m, g, c_ig).transpose(0, 1))
+                    grad_w[n_k - 1 - k] = torch.bmm(
+                        nb.view(m, g, c_og).permute(1, 2, 0), x_g)
+        grad_b = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(0)
         return grad_in, grad_w, grad_b, None, None
