@@ -27,7 +27,7 @@ the dense one.
     ``max_memory_allocated`` (CUDA).
 
     python tools/benchmark_convnext.py --threads 2
-    python tools/benchmark_convnext.py --only conv
+    python tools/benchmark_convnext.py --only conv --conv-args --conv-steps 40
     python tools/benchmark_convnext.py --device cuda --amp --batch-size 64
 
 Prints tables and writes JSON (``--json``).
@@ -235,13 +235,16 @@ def run_steps(args, device):
     return res
 
 
-def run_conv(args, device):
-    conv_args = argparse.Namespace(
-        conv_batch=args.conv_batch, conv_channels=args.conv_channels,
-        conv_side=args.conv_side, conv_kernel=7, conv_steps=args.conv_steps,
-        ratio=0.6, warmup=args.warmup, no_memory=args.no_memory,
-        threads=args.threads, device=args.device)
-    return benchmark_twins.run_conv(conv_args, device)
+def run_conv(args):
+    """(a): ``benchmark_twins``' conv benchmark at ConvNeXt-T stage-1 size
+    (batch 8, 96 channels, 56x56, 7x7 kernel, ratio 0.6)."""
+    flags = ['--only', 'conv', '--conv-kernel', '7', '--conv-batch', '8',
+             '--conv-channels', '96', '--conv-side', '56', '--ratio', '0.6',
+             '--warmup', str(args.warmup)]
+    flags += ['--threads', str(args.threads)] if args.threads else []
+    flags += ['--device', args.device] if args.device else []
+    flags += ['--no-memory'] if args.no_memory else []
+    return benchmark_twins.main(flags + args.conv_args)['conv']
 
 
 def main(argv=None):
@@ -251,10 +254,9 @@ def main(argv=None):
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
-    p.add_argument('--conv-batch', type=int, default=8)
-    p.add_argument('--conv-channels', type=int, default=96)
-    p.add_argument('--conv-side', type=int, default=56)
-    p.add_argument('--conv-steps', type=int, default=20)
+    p.add_argument('--conv-args', nargs=argparse.REMAINDER, default=[],
+                   help='last: more benchmark_twins flags for (a), e.g. '
+                   '--conv-steps 5 --conv-side 16')
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--device', default=None)
     p.add_argument('--amp', action='store_true', help='bf16 autocast')
@@ -269,7 +271,7 @@ def main(argv=None):
     res = dict(setup=dict(device=str(device), threads=torch.get_num_threads(),
                           amp=args.amp, torch=torch.__version__))
     if args.only in (None, 'conv'):
-        res['conv'] = run_conv(args, device)
+        res['conv'] = run_conv(args)
     if args.only in (None, 'step'):
         res['step'] = run_steps(args, device)
     benchmark.write_json(args.json, res)

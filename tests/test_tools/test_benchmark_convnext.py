@@ -6,9 +6,9 @@ import torch
 
 def test_conv_benchmark_is_the_7x7_depthwise_conv():
     res = benchmark_convnext.main([
-        '--only', 'conv', '--conv-batch', '2', '--conv-channels', '8',
-        '--conv-side', '16', '--conv-steps', '2', '--warmup', '1',
-        '--threads', '1', '--no-memory'
+        '--only', 'conv', '--warmup', '1', '--threads', '1', '--no-memory',
+        '--conv-args', '--conv-batch', '2', '--conv-channels', '8',
+        '--conv-side', '16', '--conv-steps', '2'
     ])
     conv = res['conv']
     # ratio 0.6 of a 2x2 unit grid keeps 1 unit (64 stage-1 tokens)
