@@ -1,0 +1,146 @@
+"""GreenPCPVT / GreenSVT masked path against an independent dense reference
+(tests/test_models/reference/twins_dense.py) in float64: every visible
+token of all four stages, the gradient of every parameter and of the
+image."""
+import pytest
+import torch
+from mmpretrain.models import PCPVT, SVT
+from reference import twins_reference, twins_reference_maps, valid_map
+from reference.compare import assert_close64, audit, twin_copies
+
+from greenmim_mm.models import GreenPCPVT, GreenSVT
+
+PCPVT_SMALL = dict(embed_dims=[16, 32, 32, 48], depths=[2, 2, 2, 2],
+                   num_heads=[1, 2, 2, 4], patch_sizes=[4, 2, 2, 2],
+                   strides=[4, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
+                   sr_ratios=[8, 4, 2, 1])
+SVT_SMALL = dict(PCPVT_SMALL, window_sizes=[7, 7, 7, 7])
+KINDS = {'pcpvt': (GreenPCPVT, PCPVT, PCPVT_SMALL),
+         'svt': (GreenSVT, SVT, SVT_SMALL)}
+
+
+def _pair(kind, arch=None, seed=0, **kw):
+    green_cls, dense_cls, small = KINDS[kind]
+    cfg = dict(arch=arch or small, out_indices=(0, 1, 2, 3),
+               norm_after_stage=[False, False, True, True], **kw)
+    return twin_copies(lambda: green_cls(**cfg), lambda: dense_cls(**cfg),
+                       seed)
+
+
+def _mask(b, grid, n_masked, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    L = grid[0] * grid[1]
+    return torch.stack([torch.randperm(L, generator=gen) < n_masked
+                        for _ in range(b)])
+
+
+def _img(b, hw, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, *hw, generator=gen, dtype=torch.float64)
+
+
+def _grid(size):
+    return size[0] // 32, size[1] // 32
+
+
+# --------------------------------------------------------------------------
+# the reference itself, against mmpretrain's dense PCPVT / SVT
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('kind,size', [
+    ('pcpvt', (224, 224)), ('pcpvt', (160, 96)),
+    ('svt', (224, 224)),
+    ('svt', (256, 224)),  # LSA padding on one side: mmpretrain lets it in
+    ('svt', (192, 256)),  # both sides: mmpretrain blocks it
+])
+def test_reference_is_dense_twins_when_nothing_is_masked(kind, size):
+    _, dense = _pair(kind)
+    img = _img(1, size)
+    with torch.no_grad():
+        expect = dense(img)
+        got = twins_reference_maps(dense, img, padding='mmpretrain')
+    assert len(got) == 4
+    for e, g in zip(expect, got):
+        assert_close64(g, e, 'reference vs mmpretrain', rtol=1e-12)
+
+
+def test_reference_padding_semantics_matter():
+    """Negative control: at 256x224 (stage-0 LSA padded at the bottom only)
+    blocking the padding is not what mmpretrain computes."""
+    _, dense = _pair('svt')
+    img = _img(1, (256, 224))
+    with torch.no_grad():
+        expect = dense(img)[0]
+        blocked = twins_reference_maps(dense, img, padding='block')[0]
+    assert (expect - blocked).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------
+# masked path against the reference
+# --------------------------------------------------------------------------
+CASES = {
+    'pcpvt-224-r75': ('pcpvt', (224, 224), 2, 37),
+    'pcpvt-160x96-r50': ('pcpvt', (160, 96), 2, 8),
+    'pcpvt-one-visible-unit': ('pcpvt', (224, 224), 2, 48),
+    'svt-224-r75': ('svt', (224, 224), 2, 37),
+    'svt-256x224-r60': ('svt', (256, 224), 2, 34),
+    'svt-192x256-r90': ('svt', (192, 256), 2, 43),
+    'svt-nothing-masked': ('svt', (224, 224), 1, 0),
+    'svt-one-visible-unit': ('svt', (160, 192), 3, 29),
+}
+
+
+def _audit(green, dense, img, mask):
+    return audit(green, lambda m, x: m(x, mask), dense,
+                 lambda m, x: twins_reference(m, x, mask), img,
+                 valid_map(mask, _grid(img.shape[-2:]), 32))
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_masked_path_equals_reference(name):
+    kind, size, b, n_masked = CASES[name]
+    green, dense = _pair(kind)
+    mask = _mask(b, _grid(size), n_masked, seed=len(name))
+    _audit(green, dense, _img(b, size), mask)
+
+
+def test_svt_batch_of_8_different_masks():
+    green, dense = _pair('svt')
+    mask = _mask(8, (7, 7), 37, seed=5)
+    assert len({tuple(m.tolist()) for m in mask}) == 8
+    _audit(green, dense, _img(8, (224, 224)), mask)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind', ['pcpvt', 'svt'])
+def test_real_small_archs_equal_reference(kind):
+    green, dense = _pair(kind, arch='small')
+    _audit(green, dense, _img(1, (224, 224)), _mask(1, (7, 7), 37))
+
+
+def test_broken_references_differ_from_masked_path():
+    green, dense = _pair('svt')
+    img = _img(2, (192, 256))
+    mask = _mask(2, (6, 8), 30)
+    with torch.no_grad():
+        outs = green(img, mask)
+        good = twins_reference(dense, img, mask)
+        row = twins_reference(dense, img, mask, order='row')
+        leaky = twins_reference(dense, img, mask, block_masked=False)
+        padded = twins_reference(dense, img, mask, padding='open')
+    for i in range(4):
+        assert_close64(outs[i], good[i], 'good reference')
+        assert (outs[i] - leaky[i]).abs().max() > 1e-3, 'unblocked keys'
+        assert (outs[i] - padded[i]).abs().max() > 1e-3, 'open padding'
+    for i in range(2):  # side 2 and 1: row-major is Z order
+        assert (outs[i] - row[i]).abs().max() > 1e-3, 'row-major order'
+
+
+def test_train_mode_with_zero_drop_rates_is_bitwise_eval():
+    green, _ = _pair('svt')
+    img, mask = _img(2, (224, 224)), _mask(2, (7, 7), 37)
+    with torch.no_grad():
+        ev = green(img, mask)
+        green.train()
+        tr = green(img, mask)
+    for a, b in zip(ev, tr):
+        assert torch.equal(a, b)
