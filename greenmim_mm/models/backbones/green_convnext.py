@@ -214,10 +214,10 @@ class GreenConvNeXt(MaskedBackboneMixin, ConvNeXt):
             raise ValueError(f'Expected {self.num_stages} stage plans, got '
                              f'{len(plans)}.')
         # queue every host-to-device copy first, then build on the device
+        vis = to_device(visible_unit_ids(mask), x.device)  # (B, n_vis)
         plans = [p.upload(x.device) if hasattr(p, 'upload') else p
                  for p in plans]
         plans = [p.to(x.device) for p in plans]
-        vis = to_device(visible_unit_ids(mask), x.device)  # (B, n_vis)
         outs = []
         for i, stage in enumerate(self.stages):
             layer = self.downsample_layers[i]

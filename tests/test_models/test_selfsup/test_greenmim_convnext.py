@@ -118,3 +118,22 @@ def test_demo_config_trains_with_mim(repo_root, demo_data, tmp_path):
     assert len(losses) == 4 and all(l == l for l in losses), log[-2000:]
     assert (tmp_path / 'epoch_1.pth').exists()
     assert list((tmp_path / 'vis').glob('*.png')), 'no reconstruction grid'
+
+
+def test_training_step_on_device_has_no_sync_and_no_blocking_copy():
+    """The step audit of test_device_step, for ConvNeXt: the neighbour
+    tables are built on the device with no data-dependent op, and every
+    host-to-device copy is queued before the first device computation."""
+    from test_device_step import StepAudit
+    model = _model().train().to('meta')
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+    imgs = torch.empty(4, 3, 96, 96, device='meta')
+    for audit in (StepAudit('meta'), StepAudit('meta', late_copies=True)):
+        with audit:
+            loss = model.loss(imgs, None)['loss']
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert audit.device_ops > 100
+        assert audit.problems == []
+    assert loss.device.type == 'meta' and loss.shape == ()
