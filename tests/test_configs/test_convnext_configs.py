@@ -5,8 +5,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope
+from test_transfer_configs import _build, _groups
 
 import greenmim_mm  # noqa: F401
 from greenmim_mm.models.backbones import GreenConvNeXt
@@ -26,28 +25,11 @@ def _cfg(name):
     return Config.fromfile(osp.join(CFG_DIR, name))
 
 
-def _registry(cfg):
-    if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmpretrain.registry import MODELS
-    return MODELS
-
-
-def _build(cfg):
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        return _registry(cfg).build(cfg.model)
-
-
 def _lr_scales(cfg, model):
-    ow_cfg = cfg.optim_wrapper.copy()
-    ow_cfg.type = 'OptimWrapper'  # AmpOptimWrapper needs CUDA
-    ow_cfg.pop('loss_scale', None)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        ow = build_optim_wrapper(model, ow_cfg)
-    names = {id(p): n for n, p in model.named_parameters()}
-    return {names[id(p)]: (g['lr'], g['weight_decay'])
-            for g in ow.optimizer.param_groups for p in g['params']}
+    """``{param name: (lr, weight decay)}`` of the config's optimizer."""
+    cfg.optim_wrapper.pop('loss_scale', None)  # of AmpOptimWrapper
+    return {n: (g['lr'], g['weight_decay'])
+            for n, g in _groups(cfg, model).items()}
 
 
 def _checkpoint(tmp_path):

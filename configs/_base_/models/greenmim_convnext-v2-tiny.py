@@ -1,12 +1,15 @@
 # GreenMIM with a ConvNeXt-V2-T encoder (FCMAE's recipe: GRN, no layer
-# scale, mask ratio 0.6) and a 1-block, 512-wide decoder at the 1/32 grid.
-# Mask unit 32 px = the final stride (stem 4, then three 2x2 downsamplings):
-# every stem / downsampling cell lies inside one unit, and each 7x7
-# depthwise conv is a submanifold sparse conv over the visible tokens.
+# scale, mask ratio 0.6) and the Swin-B sibling's 1-block, 512-wide decoder
+# at the 1/32 grid, norm-pix MSE head. Mask unit 32 px = the final stride
+# (stem 4, then three 2x2 downsamplings): every stem / downsampling cell
+# lies inside one unit, and each 7x7 depthwise conv is a submanifold sparse
+# conv over the visible tokens.
+_base_ = './greenmim_swin-base-w7.py'
+
 model = dict(
-    type='GreenMIM',
     mask_ratio=0.6,
     backbone=dict(
+        _delete_=True,
         type='GreenConvNeXt',
         arch='tiny',
         use_grn=True,
@@ -16,15 +19,4 @@ model = dict(
         # the masked path returns visible tokens, not pooled features
         gap_before_final_norm=False,
         sparse_conv_backend='gather'),
-    neck=dict(
-        type='GreenMIMDecoder',
-        in_channels=768,
-        embed_dims=512,
-        depth=1,
-        num_heads=16,
-        unit_size=32),
-    head=dict(
-        type='GreenMIMHead',
-        norm_pix=True,
-        patch_size=32,
-        loss=dict(type='PixelReconstructionLoss', criterion='L2')))
+    neck=dict(in_channels=768))
