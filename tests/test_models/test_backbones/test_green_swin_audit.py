@@ -111,18 +111,21 @@ def test_batch_of_8_different_masks():
         assert_close64(o[5:6], a, 'sample 5 alone')
 
 
-def test_nothing_masked_equals_mmpretrain_swin():
+@pytest.mark.parametrize('size,window', [((224, 224), 7), ((448, 448), 7),
+                                         ((256, 256), 8)])
+def test_nothing_masked_equals_mmpretrain_swin(size, window):
     """Stage maps are multiples of the window (no padding): the masked path
     with nothing masked is mmpretrain's dense Swin, token for token."""
     from reference import pick_tokens
-    green, dense = _pair()
-    img = _img(2, (224, 224))
-    mask = torch.zeros(2, 49, dtype=torch.bool)
+    green, dense = _pair(window=window)
+    grid = (size[0] // 32, size[1] // 32)
+    img = _img(1, size)
+    mask = torch.zeros(1, grid[0] * grid[1], dtype=torch.bool)
     with torch.no_grad():
         got = green(img, mask)
         expect = dense(img)
     for g, e in zip(got, expect):
-        assert_close64(g, pick_tokens(e, mask, (7, 7)), 'vs dense Swin')
+        assert_close64(g, pick_tokens(e, mask, grid), 'vs dense Swin')
 
 
 @pytest.mark.slow

@@ -63,6 +63,24 @@ def test_reference_is_dense_twins_when_nothing_is_masked(kind, size):
         assert_close64(g, e, 'reference vs mmpretrain', rtol=1e-12)
 
 
+@pytest.mark.parametrize('kind,size', [
+    ('pcpvt', (224, 224)), ('pcpvt', (160, 96)),
+    ('svt', (224, 224)), ('svt', (224, 448))])
+def test_nothing_masked_equals_mmpretrain(kind, size):
+    """Stage maps are multiples of the LSA window: the masked path with
+    nothing masked is mmpretrain's dense model, token for token."""
+    from reference import pick_tokens
+    green, dense = _pair(kind)
+    grid = _grid(size)
+    img = _img(1, size)
+    mask = torch.zeros(1, grid[0] * grid[1], dtype=torch.bool)
+    with torch.no_grad():
+        got = green(img, mask)
+        expect = dense(img)
+    for g, e in zip(got, expect):
+        assert_close64(g, pick_tokens(e, mask, grid), 'vs dense parent')
+
+
 def test_reference_padding_semantics_matter():
     """Negative control: at 256x224 (stage-0 LSA padded at the bottom only)
     blocking the padding is not what mmpretrain computes."""
