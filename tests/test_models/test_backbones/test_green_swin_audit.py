@@ -131,6 +131,8 @@ def test_nothing_masked_equals_mmpretrain_swin(size, window):
 @pytest.mark.slow
 @pytest.mark.parametrize('arch,window,size,n_masked', [
     ('tiny', 7, (224, 224), 37),
+    ('tiny', 12, (384, 384), 108),
+    ('tiny', 6, (192, 256), 24),
     ('base', 7, (128, 128), 10),
     ('base', 14, (224, 224), 37),
 ])
