@@ -10,8 +10,8 @@ from mmpretrain.models import SwinTransformer
 from mmpretrain.registry import MODELS
 
 import greenmim_mm  # noqa: F401
-from convert_official import (check_against, convert,
-                              merge_order_to_unfold)
+from convert_official import (build_model, check_against, convert,
+                              detect, merge_order_to_unfold)
 from extract_backbone import extract
 from extract_backbone import main as extract_main
 
@@ -57,7 +57,7 @@ def test_converter_round_trips_official_layout():
     assert set(converted) == set(model.state_dict())
     for k, v in model.state_dict().items():
         assert torch.equal(converted[k], v), k
-    check_against(converted, 'tiny', 7)
+    check_against(converted, SwinTransformer(arch='tiny'))
 
 
 def test_merge_reorder_matches_swin_concat_merging():
@@ -86,12 +86,12 @@ def test_converter_rejects_unknown_keys_and_shapes():
     with pytest.raises(KeyError, match='not in the official'):
         convert({**state, 'head.weight': torch.ones(1)})
     converted, _ = convert(state)
-    with pytest.raises(ValueError, match='shape mismatches'):
-        check_against(converted, 'small', 7)  # small has 18 blocks
+    with pytest.raises(ValueError, match='missing'):
+        check_against(converted, SwinTransformer(arch='small'))  # 18 blocks
     bad = dict(converted)
     bad['patch_embed.projection.weight'] = torch.zeros(96, 3, 8, 8)
     with pytest.raises(ValueError, match='patch_embed.projection.weight'):
-        check_against(bad, 'tiny', 7)
+        check_against(bad, build_model(detect(converted)))
 
 
 def test_extracted_backbone_loads_strictly_with_weights_only(tmp_path):
