@@ -272,3 +272,33 @@ def test_released_b14_loads_strictly_into_shipped_configs(tmp_path,
         f'norm{i}.{p}' for i in range(3) for p in ('weight', 'bias')})
     for k, v in want.items():
         assert torch.equal(got[k[len('backbone.'):]], v), k
+
+
+def test_green_swin_per_stage_windows_masked_path_equals_dense():
+    """The w14 layout (last stage window 7, via stage_cfgs) on
+    GreenSwinTransformer: the masked path with nothing masked equals dense
+    mmpretrain, forward and every gradient, in float64."""
+    from mmpretrain.models import SwinTransformer
+
+    from greenmim_mm.models.backbones import GreenSwinTransformer
+    kw = dict(arch=dict(embed_dims=8, depths=[2, 2, 2, 2],
+                        num_heads=[1, 2, 2, 4]), window_size=14,
+              stage_cfgs=[{}, {}, {}, dict(window_size=7)],
+              out_indices=(3, ), drop_path_rate=0.0)
+    torch.manual_seed(0)
+    green = GreenSwinTransformer(**kw).double()
+    dense = SwinTransformer(**kw).double()
+    dense.load_state_dict(green.state_dict())
+    assert [b.attn.window_size for b in green.stages[3].blocks] == [7, 7]
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    mask = torch.zeros(2, 49)  # nothing masked
+    out_g = green(x, mask=mask)[-1]  # (B, 49, C) visible tokens
+    out_d = dense(x)[-1].flatten(2).transpose(1, 2)  # (B, 49, C)
+    torch.testing.assert_close(out_g, out_d, rtol=1e-10, atol=1e-10)
+    w = torch.randn_like(out_d)
+    (out_g * w).sum().backward()
+    (out_d * w).sum().backward()
+    for (n, pg), (_, pd) in zip(green.named_parameters(),
+                                dense.named_parameters()):
+        torch.testing.assert_close(pg.grad, pd.grad, rtol=1e-9, atol=1e-10,
+                                   msg=n)
