@@ -1,11 +1,13 @@
 """Load a GreenMIM model from a config and checkpoint, and prepare images
 with the config's test preprocessing (for the visualisation tools)."""
 import glob
+import logging
 import os.path as osp
 from typing import (Any, Dict, List, Optional, Sequence, Tuple,
                     Union)
 
 import torch
+from mmengine.logging import print_log
 from mmengine.config import Config
 from mmengine.dataset import Compose, default_collate
 from mmengine.registry import init_default_scope
@@ -106,6 +108,18 @@ def load_state_strict(model: nn.Module, filename: str) -> None:
     state = _state_dict_of(safe_load(filename, map_location='cpu'),
                            filename)
     own = model.state_dict()
+    # a checkpoint of another window: resize its bias tables with torch (as
+    # the checked Pretrained load does) and keep the model's own index
+    # buffers, instead of refusing it or failing in mmpretrain's SciPy hook
+    from ..models.backbones.pretrained_check import fit_bias_tables
+    resized, stale = fit_bias_tables(state, own, f'Checkpoint {filename}')
+    for key in stale:
+        state[key] = own[key]
+    if resized:
+        print_log(f'Checkpoint {filename}: resized {len(resized)} relative '
+                  f'position bias tables to the window of the config: '
+                  f'{_summary(resized)}.', logger='current',
+                  level=logging.WARNING)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing and any(k.startswith('neck.') for k in own) and not any(

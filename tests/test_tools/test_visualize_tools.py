@@ -189,3 +189,35 @@ def test_visualize_grouping_output_path(tmp_path):
     with pytest.raises(ValueError, match='refusing to overwrite'):
         main(args + ['--image', str(image), '--out', str(image)])
     assert image.read_bytes() == before
+
+
+def test_visualisation_loads_a_checkpoint_of_another_window(tiny, tmp_path):
+    """A window-7 GreenMIM checkpoint in a window-14 config (last stage 7):
+    the tools' strict load resizes the bias tables with torch (mmpretrain's
+    own resize needs SciPy's removed interp2d) and keeps every other
+    tensor."""
+    from greenmim_mm.models.backbones.bias_resize import \
+        resize_rel_pos_bias_table
+    from greenmim_mm.visualization import load_model
+    cfg7, ckpt7, model7 = tiny
+    cfg14 = tmp_path / 'tiny_w14.py'
+    cfg14.write_text(f'_base_ = {cfg7!r}\nmodel = dict(backbone=dict('
+                     'window_size=14, stage_cfgs=[{}, {}, {}, '
+                     'dict(window_size=7)]))\n')
+    model14 = load_model(str(cfg14), ckpt7)
+    src, got = model7.state_dict(), model14.state_dict()
+    assert set(src) == set(got)
+    key = 'backbone.stages.{}.blocks.0.attn.w_msa.relative_position_bias_table'
+    assert got[key.format(0)].shape == (27 * 27, 1)
+    torch.testing.assert_close(
+        got[key.format(0)], resize_rel_pos_bias_table(src[key.format(0)], 14))
+    for k, v in src.items():
+        if 'relative_position' not in k or k.startswith('backbone.stages.3'):
+            assert torch.equal(got[k], v), k
+    # a table that cannot be a bias table is still refused, naming the file
+    bad = dict(src)
+    bad[key.format(1)] = torch.zeros(50, 1)
+    path = tmp_path / 'bad.pth'
+    torch.save({'state_dict': bad}, path)
+    with pytest.raises(ValueError, match='bad.pth'):
+        load_model(str(cfg14), str(path))
