@@ -9,21 +9,9 @@ no blocking host-to-device copy, no CPU tensor mixed into a device op.
 import pytest
 import torch
 from mmpretrain.registry import MODELS
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import greenmim_mm  # noqa: F401
-
-aten = torch.ops.aten
-
-#: ops whose result depends on device data and so syncs the host
-SYNCING = {
-    aten._local_scalar_dense.default, aten.item.default,
-    aten.nonzero.default, aten.masked_select.default,
-    aten.unique_consecutive.default, aten._unique2.default,
-    aten.bincount.default, aten.repeat_interleave.Tensor,
-    aten.is_nonzero.default, aten.equal.default,
-}
+from greenmim_mm.analysis import StepAudit
 
 SWIN = dict(
     type='GreenSwinTransformer',
@@ -35,58 +23,6 @@ SVT = dict(
               strides=[4, 2, 2, 2], mlp_ratios=[4, 4, 4, 4],
               sr_ratios=[8, 4, 2, 1], window_sizes=[7, 7, 7, 7]),
     norm_after_stage=[False, False, False, True])
-
-
-class StepAudit(TorchDispatchMode):
-    """Records the problems of every op that touches the device.
-
-    Args:
-        device (str): The device type audited.
-        late_copies (bool): Also report a host-to-device copy issued after
-            the first device computation (on a GPU, a copy from pageable
-            memory then waits for the queued kernels). Defaults to False.
-    """
-
-    def __init__(self, device: str, late_copies: bool = False):
-        super().__init__()
-        self.device = device
-        self.late_copies = late_copies
-        self.computing = False
-        self.problems = []
-        self.device_ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        tensors = [t for t in tree_flatten((args, kwargs))[0]
-                   if isinstance(t, torch.Tensor)]
-        on_dev = [t for t in tensors if t.device.type == self.device]
-        name = str(func)
-        if on_dev and func in SYNCING:  # before running it: it may raise
-            self.problems.append(f'data-dependent op {name}')
-        out = func(*args, **kwargs)
-        outs = [t for t in tree_flatten(out)[0]
-                if isinstance(t, torch.Tensor)]
-        touches = on_dev or any(t.device.type == self.device for t in outs)
-        if not touches:
-            return out  # host work
-        self.device_ops += 1
-        is_copy = func in (aten._to_copy.default, aten.copy_.default)
-        h2d = is_copy and any(t.device.type == 'cpu' for t in tensors)
-        if h2d and not kwargs.get(
-                'non_blocking', args[2] if func is aten.copy_.default
-                and len(args) > 2 else False):
-            self.problems.append(f'blocking host-to-device copy {name}')
-        if h2d and self.late_copies and self.computing:
-            self.problems.append(f'host-to-device copy {name} after the '
-                                 'first device computation')
-        if not is_copy:
-            self.computing = True
-            cpu = [t for t in tensors
-                   if t.device.type == 'cpu' and t.dim() > 0]
-            if cpu:
-                self.problems.append(
-                    f'CPU tensor {tuple(cpu[0].shape)} in device op {name}')
-        return out
 
 
 def _model(backbone, in_channels):
@@ -141,6 +77,7 @@ def test_audit_catches_a_sync_and_a_blocking_copy():
     assert 'CPU tensor' in kinds
     assert 'data-dependent op' in kinds
     assert 'after the first device computation' in kinds
+    assert all(n >= 1 for n in audit.counts().values()), audit.counts()
 
 
 def test_decoder_position_embedding_is_cached_per_grid():

@@ -1,0 +1,92 @@
+"""A dispatch mode that audits a training step for what stalls a GPU.
+
+Run a step on a device without data (``meta``, or fake CUDA tensors) under
+:class:`StepAudit`: every op that touches the device is checked for a
+host-device sync (an op whose result depends on device data), a blocking
+host-to-device copy, a CPU tensor mixed into a device op and, optionally, a
+host-to-device copy issued after the first device computation.
+"""
+from collections import Counter
+from typing import Dict, List
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+aten = torch.ops.aten
+
+#: ops whose result depends on device data and so syncs the host
+SYNCING = {
+    aten._local_scalar_dense.default, aten.item.default,
+    aten.nonzero.default, aten.masked_select.default,
+    aten.unique_consecutive.default, aten._unique2.default,
+    aten.bincount.default, aten.repeat_interleave.Tensor,
+    aten.is_nonzero.default, aten.equal.default,
+}
+
+#: problem kinds, in the order :meth:`StepAudit.counts` reports them
+KINDS = ('sync', 'blocking_h2d_copy', 'late_h2d_copy', 'cpu_tensor_in_device_op')
+
+
+class StepAudit(TorchDispatchMode):
+    """Records the problems of every op that touches the device.
+
+    Args:
+        device (str): The device type audited.
+        late_copies (bool): Also report a host-to-device copy issued after
+            the first device computation (on a GPU, a copy from pageable
+            memory then waits for the queued kernels). Defaults to False.
+    """
+
+    def __init__(self, device: str, late_copies: bool = False):
+        super().__init__()
+        self.device = device
+        self.late_copies = late_copies
+        self.computing = False
+        self.problems: List[str] = []
+        self.kinds: List[str] = []
+        self.device_ops = 0
+
+    def _report(self, kind: str, message: str) -> None:
+        self.kinds.append(kind)
+        self.problems.append(message)
+
+    def counts(self) -> Dict[str, int]:
+        """Number of problems of each kind in :data:`KINDS`."""
+        c = Counter(self.kinds)
+        return {k: c.get(k, 0) for k in KINDS}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_flatten((args, kwargs))[0]
+                   if isinstance(t, torch.Tensor)]
+        on_dev = [t for t in tensors if t.device.type == self.device]
+        name = str(func)
+        if on_dev and func in SYNCING:  # before running it: it may raise
+            self._report('sync', f'data-dependent op {name}')
+        out = func(*args, **kwargs)
+        outs = [t for t in tree_flatten(out)[0]
+                if isinstance(t, torch.Tensor)]
+        touches = on_dev or any(t.device.type == self.device for t in outs)
+        if not touches:
+            return out  # host work
+        self.device_ops += 1
+        is_copy = func in (aten._to_copy.default, aten.copy_.default)
+        h2d = is_copy and any(t.device.type == 'cpu' for t in tensors)
+        if h2d and not kwargs.get(
+                'non_blocking', args[2] if func is aten.copy_.default
+                and len(args) > 2 else False):
+            self._report('blocking_h2d_copy',
+                         f'blocking host-to-device copy {name}')
+        if h2d and self.late_copies and self.computing:
+            self._report('late_h2d_copy', f'host-to-device copy {name} '
+                         'after the first device computation')
+        if not is_copy:
+            self.computing = True
+            cpu = [t for t in tensors
+                   if t.device.type == 'cpu' and t.dim() > 0]
+            if cpu:
+                self._report(
+                    'cpu_tensor_in_device_op',
+                    f'CPU tensor {tuple(cpu[0].shape)} in device op {name}')
+        return out
