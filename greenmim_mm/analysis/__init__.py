@@ -1,13 +1,19 @@
-"""Device-independent analysis of the GPU training step, measured on a CPU
-without a GPU: what stalls it (:class:`StepAudit`, on the meta device) and
-fake CUDA tensors with CUDA's autocast (:class:`FakeCUDAMode`).
+"""Device-independent analysis of the GPU training step: what stalls it
+(:class:`StepAudit`), how much memory it needs (:mod:`.memory_model`), which
+attention kernels it gets (:mod:`.sdpa_report`) and what planning costs on
+the host (:mod:`.planning_split`), all measured on a CPU, without a GPU.
 
 Not imported by ``greenmim_mm`` itself: ``import greenmim_mm.analysis``.
 """
 from .fake_cuda import FakeCUDAMode, fake_cuda_module, parameter_bytes
+from .sdpa_report import (H100, Device, SdpaCall, TensorInfo, check_backends,
+                          mask_copies, record_sdpa_calls, sdpa_table,
+                          select_backend)
 from .step_audit import KINDS, SYNCING, StepAudit
 
 __all__ = [
     'StepAudit', 'SYNCING', 'KINDS', 'FakeCUDAMode', 'fake_cuda_module',
-    'parameter_bytes'
+    'parameter_bytes', 'Device', 'H100', 'SdpaCall', 'TensorInfo',
+    'check_backends', 'select_backend', 'mask_copies', 'record_sdpa_calls',
+    'sdpa_table'
 ]
