@@ -7,14 +7,12 @@
 #       --cfg-options model.backbone.init_cfg.checkpoint=<pretrain .pth>
 # Self-contained (no `mmpretrain::` _base_, whose `_scope_` breaks
 # `collate_fn`: see README "Known pitfalls").
-_base_ = ['../_base_/default_runtime.py']
+_base_ = [
+    '../_base_/default_runtime.py', '../_base_/models/swin_paper-layout.py'
+]
 
 # what `mim train mmpretrain configs/greenmim_swin.py` writes last
 pretrained = 'work_dirs/greenmim_swin/epoch_800.pth'
-# LayerNorm eps 1e-6 as in the paper's encoders and our pretraining configs
-# (mmpretrain's Swin: 1e-5), so that a converted official checkpoint
-# (tools/convert_official.py) runs exactly as it was trained
-paper_ln = dict(type='LN', eps=1e-6)
 
 # model settings
 model = dict(
@@ -28,11 +26,11 @@ model = dict(
         img_size=224,
         window_size=7,
         drop_path_rate=0.1,
-        norm_cfg=paper_ln,
-        patch_cfg=dict(norm_cfg=paper_ln),
-        stage_cfgs=dict(
-            block_cfgs=dict(norm_cfg=paper_ln),
-            downsample_cfg=dict(norm_cfg=paper_ln)),
+        # LayerNorm eps 1e-6 as in the paper's encoders and our pretraining
+        # configs (mmpretrain's Swin: 1e-5), so that a converted official
+        # checkpoint (tools/convert_official.py) runs exactly as it was
+        # trained
+        **_base_.paper_swin,
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(type='GlobalAveragePooling'),

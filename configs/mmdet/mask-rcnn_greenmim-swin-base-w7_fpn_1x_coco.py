@@ -16,14 +16,12 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/models/swin_paper-layout.py',
 ]
 custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 # what `mim train mmpretrain configs/greenmim_swin.py` writes last
 pretrained = 'work_dirs/greenmim_swin/epoch_800.pth'
-# LayerNorm eps 1e-6 as in the paper's encoders and our pretraining configs
-# (mmpretrain's Swin: 1e-5)
-paper_ln = dict(type='LN', eps=1e-6)
 
 model = dict(
     backbone=dict(
@@ -43,11 +41,9 @@ model = dict(
         # mmdet's own Swin does, instead of failing an assertion
         pad_small_map=True,
         with_cp=False,
-        norm_cfg=paper_ln,
-        patch_cfg=dict(norm_cfg=paper_ln),
-        stage_cfgs=dict(
-            block_cfgs=dict(norm_cfg=paper_ln),
-            downsample_cfg=dict(norm_cfg=paper_ln)),
+        # LayerNorm eps 1e-6 as in the paper's encoders and our pretraining
+        # configs (mmpretrain's Swin: 1e-5)
+        **_base_.paper_swin,
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=[128, 256, 512, 1024]))
