@@ -20,21 +20,9 @@ optim_wrapper = dict(
     optimizer=dict(lr=1e-3 * 2048 / 512),
     paramwise_cfg=dict(layer_decay_rate=0.8))
 
-# 20 warm-up epochs, then cosine to 100 epochs
+# the sibling's 20 warm-up epochs and cosine to 100 epochs, from and to the
+# Swin-L lrs
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=2e-7 / 1e-3,
-        by_epoch=True,
-        begin=0,
-        end=20,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=80,
-        eta_min=3.5e-7 * 2048 / 512,
-        by_epoch=True,
-        begin=20,
-        end=100,
-        convert_to_iter_based=True)
+    dict(_base_.param_scheduler[0], start_factor=2e-7 / 1e-3),
+    dict(_base_.param_scheduler[1], eta_min=3.5e-7 * 2048 / 512)
 ]
