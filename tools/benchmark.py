@@ -13,6 +13,13 @@ every windowed stage.
     python tools/benchmark.py --plan-only --batch-size 256  # planning only
     python tools/benchmark.py --bias-grad-ab --steps 10    # one CPU choice
 
+Device-independent GPU report (no GPU needed; see greenmim_mm.analysis):
+
+    python tools/benchmark.py --memory-model 256 --batch-size 128
+    python tools/benchmark.py --sync-audit --batch-size 128
+    python tools/benchmark.py --sdpa-report --batch-size 128
+    python tools/benchmark.py --plan-split --batch-size 256
+
 Prints a table and writes JSON (``--json``).
 """
 import argparse
@@ -28,15 +35,20 @@ import time
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, REPO)
 GREEN_CFG = osp.join(REPO, 'configs', 'greenmim_swin.py')
+W14_CFG = osp.join(REPO, 'configs',
+                   'greenmim_swin-base-w14_8xb256-amp-coslr-800e_in1k.py')
 
 
-def build(name, img_size=224):
+def build(name, img_size=224, cfg_path=GREEN_CFG):
+    """GreenMIM (the model of ``cfg_path``) or mmpretrain's SimMIM, Swin-B."""
     from mmengine.config import Config
     from mmpretrain.registry import MODELS
     import greenmim_mm  # noqa: F401
     if name == 'greenmim':
-        cfg = Config.fromfile(GREEN_CFG).model
+        cfg = Config.fromfile(cfg_path).model
         cfg.backbone.img_size = img_size
     else:
         cfg = dict(
@@ -216,6 +228,95 @@ def bias_grad_ab(batch, img_size, device, steps, warmup):
     return res
 
 
+def _loss_fn(name, img_size):
+    """``loss_fn(model, x)`` of a model built by :func:`build`."""
+    if name == 'greenmim':
+        return lambda m, x: m.loss(x, None)['loss']
+    return lambda m, x: m.loss(
+        x, simmim_samples(x.shape[0], img_size, x.device))['loss']
+
+
+DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': None}
+
+
+def memory_report(batches, img_size, dtype='fp16'):
+    """Modelled GPU memory of a training step, GreenMIM vs SimMIM."""
+    from greenmim_mm.analysis.memory_model import (format_memory,
+                                                   memory_model, reduction)
+    res = {}
+    for b in batches:
+        reps = {n: memory_model(build(n, img_size).train(),
+                                _loss_fn(n, img_size),
+                                (b, 3, img_size, img_size), DTYPES[dtype])
+                for n in ('greenmim', 'simmim')}
+        red = reduction(reps['greenmim'], reps['simmim'])
+        print(f'\nModelled GPU memory of a training step (fake CUDA, {dtype}'
+              f' autocast, sm_90 attention kernels; measured on a CPU), '
+              f'Swin-B {img_size}px, batch {b}, MiB:')
+        print(format_memory(reps))
+        print(f"GreenMIM needs {100 * red['total']:.1f}% less in all, "
+              f"{100 * red['saved']:.1f}% less saved activations")
+        res[b] = dict({n: r.as_dict() for n, r in reps.items()},
+                      reduction_total=red['total'],
+                      reduction_saved=red['saved'])
+    return res
+
+
+def sync_audit(batch, img_size, steps=2):
+    """Syncs and host-to-device copies per GreenMIM step on ``meta``."""
+    from greenmim_mm.analysis import KINDS, audit_training_step
+    res = audit_training_step(build('greenmim', img_size), batch, img_size,
+                              'meta', steps)
+    for i, r in enumerate(res):
+        print(f'GreenMIM Swin-B step {i + 1} on the meta device (batch '
+              f"{batch}, {r['device_ops']} device ops): " + ', '.join(
+                  f'{k} {r[k]}' for k in KINDS))
+        for msg in r['problems']:
+            print('   ', msg)
+    return res
+
+
+def sdpa_report(batch, img_size, dtype='fp16'):
+    """Attention kernel of every SDPA call of a GreenMIM step on sm_90."""
+    from greenmim_mm.analysis import (FakeCUDAMode, fake_cuda_module,
+                                      record_sdpa_calls, sdpa_table)
+    from greenmim_mm.analysis.sdpa_report import format_sdpa_table
+    model = build('greenmim', img_size).train()
+    mode = FakeCUDAMode()
+    with mode:
+        fake_cuda_module(model, mode)
+        x = mode.empty(batch, 3, img_size, img_size)
+        with record_sdpa_calls() as calls:
+            if DTYPES[dtype] is None:
+                _loss_fn('greenmim', img_size)(model, x)
+            else:
+                with FakeCUDAMode.cuda_autocast(DTYPES[dtype]):
+                    _loss_fn('greenmim', img_size)(model, x)
+    rows = sdpa_table(calls)
+    print(f'GreenMIM Swin-B {img_size}px, batch {batch}, {dtype}: '
+          f'{len(calls)} scaled_dot_product_attention calls per forward; '
+          'kernels on an sm_90 GPU (torch 2.13 rules, cuDNN 9.20; checked '
+          'on a CPU). mmpretrain SimMIM Swin calls no SDPA (explicit '
+          'matmul + softmax).')
+    print(format_sdpa_table(rows))
+    return rows
+
+
+def plan_split(batch, steps=5):
+    """Host planning time per part, Swin-B 224/w7 and 448/w14."""
+    from greenmim_mm.analysis.planning_split import (format_split,
+                                                     planning_split)
+    res = {}
+    for name, cfg, size in (('Swin-B 224/w7', GREEN_CFG, 224),
+                            ('Swin-B 448/w14', W14_CFG, 448)):
+        bb = build('greenmim', size, cfg).backbone
+        res[name] = planning_split(bb, batch, (size, size), steps)
+        print(format_split(name, batch, res[name]) +
+              f' (median of {steps}, {torch.get_num_threads()} threads, '
+              'host CPU)')
+    return res
+
+
 def peak_rss_mb(name, batch, img_size, threads):
     """Peak RSS of a fresh subprocess running 3 steps of one model."""
     out = subprocess.run(
@@ -263,9 +364,37 @@ def main(argv=None):
     p.add_argument('--bias-grad-ab', action='store_true',
                    help='only compare GreenMIM steps with the sparse and '
                    'the plain backward of the bias gather (CPU)')
+    p.add_argument('--memory-model', type=int, nargs='*', default=None,
+                   metavar='EXTRA_BATCH', help='only the modelled GPU memory '
+                   'of a step (fake CUDA; at --batch-size and any EXTRA_BATCH'
+                   ' given), GreenMIM vs SimMIM')
+    p.add_argument('--dtype', choices=sorted(DTYPES), default='fp16',
+                   help='autocast dtype of --memory-model/--sdpa-report')
+    p.add_argument('--sync-audit', action='store_true', help='only count '
+                   'syncs and blocking/late host-to-device copies per '
+                   'GreenMIM step on the meta device')
+    p.add_argument('--sdpa-report', action='store_true', help='only the '
+                   'attention kernel of each SDPA call on an sm_90 GPU')
+    p.add_argument('--plan-split', action='store_true', help='only the '
+                   'host planning time per part (224/w7 and 448/w14)')
     p.add_argument('--memory-probe', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = setup_run(args.threads, args.device)
+
+    if args.memory_model is not None:
+        batches = [args.batch_size] + [
+            b for b in args.memory_model if b != args.batch_size]
+        res = memory_report(batches, args.img_size, args.dtype)
+        write_json(args.json, res)
+        return res
+    if args.sync_audit:
+        return sync_audit(args.batch_size, args.img_size)
+    if args.sdpa_report:
+        return sdpa_report(args.batch_size, args.img_size, args.dtype)
+    if args.plan_split:
+        res = plan_split(args.batch_size, args.steps)
+        write_json(args.json, res)
+        return res
 
     if args.memory_probe:
         b = Bench(args.memory_probe, args.batch_size, args.img_size, device,

@@ -6,14 +6,17 @@ the host (:mod:`.planning_split`), all measured on a CPU, without a GPU.
 Not imported by ``greenmim_mm`` itself: ``import greenmim_mm.analysis``.
 """
 from .fake_cuda import FakeCUDAMode, fake_cuda_module, parameter_bytes
+from .memory_model import MemoryReport, memory_model
+from .planning_split import PARTS, planning_split
 from .sdpa_report import (H100, Device, SdpaCall, TensorInfo, check_backends,
                           mask_copies, record_sdpa_calls, sdpa_table,
                           select_backend)
-from .step_audit import KINDS, SYNCING, StepAudit
+from .step_audit import KINDS, SYNCING, StepAudit, audit_training_step
 
 __all__ = [
-    'StepAudit', 'SYNCING', 'KINDS', 'FakeCUDAMode', 'fake_cuda_module',
-    'parameter_bytes', 'Device', 'H100', 'SdpaCall', 'TensorInfo',
+    'StepAudit', 'SYNCING', 'KINDS', 'audit_training_step', 'FakeCUDAMode',
+    'fake_cuda_module', 'parameter_bytes', 'MemoryReport', 'memory_model',
+    'PARTS', 'planning_split', 'Device', 'H100', 'SdpaCall', 'TensorInfo',
     'check_backends', 'select_backend', 'mask_copies', 'record_sdpa_calls',
     'sdpa_table'
 ]

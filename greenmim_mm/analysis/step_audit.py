@@ -90,3 +90,41 @@ class StepAudit(TorchDispatchMode):
                     'cpu_tensor_in_device_op',
                     f'CPU tensor {tuple(cpu[0].shape)} in device op {name}')
         return out
+
+
+def audit_training_step(model, batch: int, img_size: int = 224,
+                        device: str = 'meta', steps: int = 2
+                        ) -> List[Dict[str, int]]:
+    """Audit whole training steps (loss, backward, AdamW) on ``device``.
+
+    ``model`` (on the CPU; it is moved to ``device`` in place) runs
+    ``steps`` steps, each under a :class:`StepAudit` with ``late_copies``:
+    the first step fills per-grid caches, later ones are the steady state.
+
+    Args:
+        model (nn.Module): A self-supervised model with ``loss(inputs,
+            data_samples)`` that draws its own masks (GreenMIM).
+        batch (int): Images per step.
+        img_size (int): Image side. Defaults to 224.
+        device (str): A device without data. Defaults to 'meta'.
+        steps (int): Steps to audit. Defaults to 2.
+
+    Returns:
+        list[dict]: Per step, :meth:`StepAudit.counts` plus ``device_ops``
+        and ``problems`` (the messages, at most 20).
+    """
+    model.train().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    imgs = torch.empty(batch, 3, img_size, img_size, device=device)
+    out = []
+    for _ in range(steps):
+        audit = StepAudit(device, late_copies=True)
+        with audit:
+            loss = model.loss(imgs, None)['loss']
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        res: Dict = dict(audit.counts(), device_ops=audit.device_ops)
+        res['problems'] = audit.problems[:20]
+        out.append(res)
+    return out
