@@ -126,7 +126,17 @@ def _kernel_sdpa(device: Device, counts: Dict[str, int]) -> Callable:
         names = ('query', 'key', 'value', 'attn_mask', 'dropout_p',
                  'is_causal', 'scale')
         a = dict(zip(names, args), **kwargs)
-        q, k, v = (a[n].to(call.query.dtype) for n in names[:3])
+        cache: Dict[int, torch.Tensor] = {}
+
+        def cast(t):  # autocast's cached_cast: only fp32 leaves that need
+            # grad (and are no views) are cached, others cast per argument
+            if t.dtype == call.query.dtype:
+                return t
+            if not (t.is_leaf and t.requires_grad and not t._is_view()):
+                return t.to(call.query.dtype)
+            return cache.setdefault(id(t), t.to(call.query.dtype))
+
+        q, k, v = (cast(a[n]) for n in names[:3])
         mask = a.get('attn_mask')
         drop, causal, scale = (a.get('dropout_p', 0.0),
                                a.get('is_causal', False), a.get('scale'))
