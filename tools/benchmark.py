@@ -165,29 +165,33 @@ def green_planning(bench, steps=5, parts=None):
     """Median planning time per step and padding waste per stage.
 
     ``parts`` (a dict), when given, gets the median time of each part:
-    ``make_plans`` (host), ``bias_index`` (on the device) and, on a CPU,
-    ``bias_scatter`` (the sparse backward of the bias gather).
+    ``make_plans`` (host), ``expand`` (token-level half on the device),
+    ``bias_index`` and ``bias_reduction`` (the bias gather's index and its
+    backward reduction, on the device).
     """
-    from greenmim_mm.models.utils import random_unit_mask, unit_grid
+    from greenmim_mm.models.utils import (bias_index, bias_reduction,
+                                          random_unit_mask, unit_grid)
     bb = bench.model.backbone
     grid = unit_grid((bench.img_size, bench.img_size), bb.mask_unit)
     times, waste = [], {}
-    split = {'make_plans': [], 'bias_index': [], 'bias_scatter': []}
+    split = {'make_plans': [], 'expand': [], 'bias_index': [],
+             'bias_reduction': []}
     for _ in range(steps):
         mask = random_unit_mask(bench.batch, grid, bench.model.mask_ratio)
         t0 = time.perf_counter()
         plans = bb.make_plans(mask, (bench.img_size, bench.img_size))
         t1 = time.perf_counter()
         moved = [p.to(bench.device) for sp in plans for p in sp.values()]
-        for p in moved:  # the bias index is part of the plan too
-            p.rel_index
         t2 = time.perf_counter()
-        if bench.device.type == 'cpu':  # and, on a CPU, its scatter
-            for p in moved:
-                p.bias_scatter
+        for p in moved:  # the bias index is part of the plan too
+            bias_index(p)
         t3 = time.perf_counter()
-        times.append(t3 - t0)
-        for k, t in zip(split, (t1 - t0, t2 - t1, t3 - t2)):
+        for p in moved:  # and the reduction of its backward
+            bias_reduction(p)
+        bench._sync()
+        t4 = time.perf_counter()
+        times.append(t4 - t0)
+        for k, t in zip(split, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             split[k].append(t)
         for i, sp in enumerate(plans):
             for (win, shift), p in sp.items():
@@ -201,30 +205,36 @@ def green_planning(bench, steps=5, parts=None):
 
 
 def bias_grad_ab(batch, img_size, device, steps, warmup):
-    """GreenMIM steps with the sparse-matmul backward of the bias gather
-    against plain indexing (``index_put_`` backward), interleaved."""
+    """GreenMIM steps with the prepared reduction as the backward of the
+    bias gather against plain indexing (``index_put_`` with accumulation
+    as backward), interleaved."""
     import greenmim_mm.models.utils.group_attention as ga
-    sparse = ga.gather_bias
+    from greenmim_mm.models.utils import bias_index
+    reduced = ga.gather_bias
 
-    def plain(table, plan):
-        return ga.extended_bias_table(table)[plan.rel_index].permute(
-            0, 3, 1, 2)
+    def plain(table, plan, dtype=None):
+        idx, blocked = bias_index(plan)  # (G, g, g_pad)
+        g = plan.group_size
+        bias = table[idx[..., :g]].permute(0, 3, 1, 2)  # (G, heads, g, g)
+        return bias.masked_fill(blocked[:, None, :, :g],
+                                float('-inf')).to(dtype or table.dtype)
 
     bench = Bench('greenmim', batch, img_size, device, False)
-    times = {'sparse': [], 'plain': []}
+    times = {'reduction': [], 'plain': []}
     try:
         for i in range(warmup + steps):
-            for name, fn in (('sparse', sparse), ('plain', plain)):
+            for name, fn in (('reduction', reduced), ('plain', plain)):
                 ga.gather_bias = fn
                 t0 = time.perf_counter()
                 bench.step(record=False)
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
     finally:
-        ga.gather_bias = sparse
+        ga.gather_bias = reduced
     res = {k: statistics.median(v) for k, v in times.items()}
-    print(f"bias-gather backward, batch {batch}: sparse {res['sparse']:.3f} "
-          f"s/step, plain {res['plain']:.3f} s/step (median of {steps})")
+    print(f"bias-gather backward, batch {batch}: prepared reduction "
+          f"{res['reduction']:.3f} s/step, plain indexing {res['plain']:.3f}"
+          f" s/step (median of {steps})")
     return res
 
 
@@ -362,7 +372,7 @@ def main(argv=None):
                    help="GreenMIM's prefetch_plans=True (next step's masks "
                    'and plans in a background thread)')
     p.add_argument('--bias-grad-ab', action='store_true',
-                   help='only compare GreenMIM steps with the sparse and '
+                   help='only compare GreenMIM steps with the prepared reduction and '
                    'the plain backward of the bias gather (CPU)')
     p.add_argument('--memory-model', type=int, nargs='*', default=None,
                    metavar='EXTRA_BATCH', help='only the modelled GPU memory '

@@ -13,6 +13,7 @@ from typing import Any, Callable, Hashable, Optional
 import numpy as np
 import torch
 
+from ..utils.bias_gather import prepare_bias
 from ..utils.grouping import GroupPlan
 from ..utils.window_plan import UnitGroupPlan
 
@@ -44,8 +45,7 @@ def warm_plans(plans: Any, device: torch.device) -> None:
     if isinstance(plans, UnitGroupPlan):  # token-level half, on the CPU
         plans = plans.to(device)
     if isinstance(plans, GroupPlan):
-        plans.rel_index
-        plans.bias_scatter
+        prepare_bias(plans)
     elif isinstance(plans, dict):
         for p in plans.values():
             warm_plans(p, device)

@@ -1,8 +1,9 @@
-from .group_attention import (extended_bias_table, gather_bias,
-                              group_window_attention)
+from .bias_gather import (bias_index, bias_reduction, blocking_bias,
+                          gather_bias, prepare_bias, relative_index)
+from .group_attention import group_window_attention
 from .grouping import (GroupPlan, best_subset, effective_shift, group_cost,
-                       num_groups, pack_windows, relative_index,
-                       search_group_size, window_ids)
+                       num_groups, pack_windows, search_group_size,
+                       window_ids)
 from .window_plan import (UnitGroupPlan, WindowPacking, assign_windows,
                           expand_group_plan, pack_histogram,
                           plan_group_attention, plan_single_window,
@@ -22,7 +23,9 @@ from .sparse_conv import (SparseConvPlan, plan_sparse_conv, resolve_backend,
 
 __all__ = [
     'check_cell_conv', 'conv_on_cells', 'embed_visible_units',
-    'extended_bias_table', 'gather_bias', 'group_window_attention',
+    'bias_index', 'bias_reduction', 'blocking_bias', 'gather_bias',
+    'prepare_bias',
+    'group_window_attention',
     'GroupPlan', 'assign_windows', 'best_subset', 'effective_shift',
     'group_cost',
     'num_groups', 'pack_windows', 'plan_group_attention',

@@ -21,7 +21,6 @@ the batch:
 Only index tensors leave this module (see :class:`GroupPlan`).
 """
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -51,6 +50,10 @@ class GroupPlan:
         num_tokens (int): Visible tokens ``B * N``.
         identity (bool): True when ``token_slot`` is ``arange`` (one window
             per sample, no padding), so gathering can be skipped.
+        num_pairs (int, optional): Slot pairs of the same window, i.e. the
+            sum of squared window token counts, known on the host (it gives
+            the bias backward static shapes, see :mod:`.bias_gather`); None
+            counts them on the plan's device (a sync).
         cache (dict): Tensors derived from the plan on its device (e.g. the
             bias index and its backward reduction), built once and shared
             by every block that uses the plan; a moved plan starts empty.
@@ -63,9 +66,8 @@ class GroupPlan:
     group_size: int
     num_tokens: int
     identity: bool = False
-    _rel_index: Optional[Tensor] = field(default=None, repr=False)
+    num_pairs: Optional[int] = None
     _same_window: Optional[Tensor] = field(default=None, repr=False)
-    _bias_scatter: Optional[Tensor] = field(default=None, repr=False)
     cache: Dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -73,17 +75,6 @@ class GroupPlan:
         """Padded slots divided by visible tokens."""
         slots = self.num_groups * self.group_size
         return (slots - self.num_tokens) / max(self.num_tokens, 1)
-
-    @property
-    def rel_index(self) -> Tensor:
-        """``(G, g, g)`` bias-table index, built once on the plan's device
-        (see :func:`relative_index`)."""
-        if self._rel_index is None:
-            g = self.group_size
-            self._rel_index = relative_index(
-                self.slot_rc.view(-1, g, 2), self.slot_label.view(-1, g),
-                self.window)
-        return self._rel_index
 
     @property
     def same_window(self) -> Tensor:
@@ -95,31 +86,11 @@ class GroupPlan:
             self._same_window = lab[:, :, None] == lab[:, None, :]
         return self._same_window
 
-    @property
-    def bias_scatter(self) -> Tensor:
-        """Sparse CSR ``(T, G * g * g)`` 0/1 matrix that sums gradients of
-        the gathered bias back onto the ``T = (2w-1)**2 + 1`` table rows.
-
-        ``bias_scatter @ grad`` replaces the scatter-add backward of
-        ``table[rel_index]``, which is slow on CPU. Blocked pairs read the
-        constant ``-inf`` row and are left out. Built once per plan and
-        shared by every block that uses the plan.
-        """
-        if self._bias_scatter is None:
-            rows = (2 * self.window - 1)**2 + 1
-            flat = self.rel_index.reshape(-1)  # (M,) M = G*g*g
-            # blocked pairs read the constant -inf row: no gradient to sum
-            cols = (flat != rows - 1).nonzero().squeeze(1)  # (M',)
-            keys = flat[cols]
-            cols = cols[torch.sort(keys, stable=True)[1]]  # row-major
-            crow = cols.new_zeros(rows + 1)
-            crow[1:] = torch.bincount(keys, minlength=rows).cumsum(0)
-            with warnings.catch_warnings():  # "CSR support is in beta"
-                warnings.simplefilter('ignore', UserWarning)
-                self._bias_scatter = torch.sparse_csr_tensor(
-                    crow, cols, torch.ones(cols.numel(), device=flat.device),
-                    (rows, flat.numel()))
-        return self._bias_scatter
+    def pairs(self) -> int:
+        """``num_pairs``, counted on the device (a sync) when unknown."""
+        if self.num_pairs is None:
+            self.num_pairs = int(self.same_window.sum())
+        return self.num_pairs
 
     def to(self, device: torch.device, non_blocking: bool = False
            ) -> 'GroupPlan':
@@ -132,7 +103,7 @@ class GroupPlan:
             *(to_device(t, device)
               for t in (self.token_slot, self.slot_rc, self.slot_label)),
             self.window, self.num_groups, self.group_size, self.num_tokens,
-            self.identity)
+            self.identity, self.num_pairs)
 
 
 # --------------------------------------------------------------------------
@@ -186,28 +157,6 @@ def window_ids(coords: Tensor, hw: Tuple[int, int], window: int,
     per_sample = n_r * n_c
     batch = torch.arange(coords.shape[0], device=coords.device)[:, None]
     return batch * per_sample + row * n_c + col, per_sample
-
-
-def relative_index(coords: Tensor, labels: Tensor, window: int) -> Tensor:
-    """Relative-position-bias index between all slots of each group.
-
-    Args:
-        coords (Tensor): ``(G, g, 2)`` slot coordinates.
-        labels (Tensor): ``(G, g)`` window label; slots attend each other
-            only when their labels are equal.
-        window (int): Window size ``w``.
-
-    Returns:
-        Tensor: ``(G, g, g)`` int32 index into a ``(2w-1)**2 + 1`` table whose
-        last row is the "blocked" entry. Same convention as mmpretrain's
-        ``WindowMSA``: query minus key.
-    """
-    span = 2 * window - 1
-    # (dr + w-1) * span + (dc + w-1) = key_q - key_k + (w-1) * (span + 1)
-    key = (coords[..., 0] * span + coords[..., 1]).int()  # (G, g)
-    idx = key[:, :, None] - key[:, None, :] + (window - 1) * (span + 1)
-    same = labels[:, :, None] == labels[:, None, :]  # (G, g, g)
-    return idx.masked_fill_(~same, span * span)
 
 
 # --------------------------------------------------------------------------

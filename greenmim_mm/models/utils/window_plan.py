@@ -52,6 +52,8 @@ class WindowPacking:
         offsets (Tensor): ``(E,)`` long, first slot of each window.
         sizes (Tensor): ``(K,)`` long, windows per composition.
         repeats (Tensor): ``(K,)`` long, groups per composition.
+        num_pairs (int): Token pairs of the same window over all groups,
+            ``sum(count ** 2)`` (static size of the bias backward).
     """
     group_size: int
     num_groups: int
@@ -60,6 +62,7 @@ class WindowPacking:
     offsets: Tensor
     sizes: Tensor
     repeats: Tensor
+    num_pairs: int
 
     @classmethod
     def from_packing(cls, packing: Packing, group_size: int
@@ -68,7 +71,9 @@ class WindowPacking:
         counts: List[int] = []
         offsets: List[int] = []
         sizes: List[int] = []
-        for comp, _ in packing:
+        pairs = 0
+        for comp, rep in packing:
+            pairs += rep * sum(k * v * v for v, k in comp.items())
             c = [v for v in sorted(comp, reverse=True) for _ in range(comp[v])]
             offsets += [sum(c[:j]) for j in range(len(c))]
             counts += c
@@ -79,7 +84,7 @@ class WindowPacking:
                    torch.tensor(counts, dtype=torch.long),
                    torch.tensor(offsets, dtype=torch.long),
                    torch.tensor(sizes, dtype=torch.long),
-                   torch.tensor(repeats, dtype=torch.long))
+                   torch.tensor(repeats, dtype=torch.long), pairs)
 
 
 def pack_histogram(hist: Sequence[int],
@@ -345,7 +350,7 @@ def expand_group_plan(coords: Tensor, hw: Tuple[int, int], window: int,
     slot_rc = torch.zeros(n_slots, 2, dtype=torch.long, device=device)
     slot_rc[token_slot] = coords.reshape(-1, 2)
     return GroupPlan(token_slot, slot_rc, labels, window,
-                     packing.num_groups, g, b * n)
+                     packing.num_groups, g, b * n, num_pairs=packing.num_pairs)
 
 
 # --------------------------------------------------------------------------
@@ -368,7 +373,7 @@ def plan_single_window(coords: Tensor, window: int) -> GroupPlan:
         slot_rc=coords.reshape(b * n, 2),
         slot_label=torch.arange(b, device=coords.device).repeat_interleave(n),
         window=window, num_groups=b, group_size=n, num_tokens=b * n,
-        identity=True)
+        identity=True, num_pairs=b * n * n)
 
 
 def plan_group_attention(coords: Tensor,

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from greenmim_mm.models.utils import (best_subset, effective_shift,
+from greenmim_mm.models.utils import (best_subset, bias_index, effective_shift,
                                       group_cost, num_groups, pack_windows,
                                       plan_group_attention, random_unit_mask,
                                       search_group_size, token_coords,
@@ -158,6 +158,15 @@ def test_plan_never_mixes_drops_or_duplicates(hw, levels, shift):
         assert group[wid.reshape(-1) == w].unique().numel() == 1
     # a slot only attends to slots of its own window
     lab = plan.slot_label.view(plan.num_groups, -1)
-    blocked = plan.rel_index == 13 * 13
+    # the bias index blocks exactly the pairs of different windows (window
+    # of each slot from the token it holds; padding is its own window)
+    slot_wid = -1 - torch.arange(plan.num_groups * plan.group_size)
+    slot_wid[slots] = wid.reshape(-1)
+    slot_wid = slot_wid.view(plan.num_groups, -1)
+    g = plan.group_size
+    blocked = bias_index(plan)[1][..., :g]
+    assert torch.equal(blocked, slot_wid[:, :, None] != slot_wid[:, None, :])
     assert torch.equal(blocked, lab[:, :, None] != lab[:, None, :])
+    assert plan.pairs() == int((~blocked).sum()) - (
+        plan.num_groups * g - n_tok)  # padded slots pair only with themselves
     assert plan.padding_waste < 0.25
