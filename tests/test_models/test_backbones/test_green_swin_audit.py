@@ -1,12 +1,18 @@
 """GreenSwinTransformer's masked path against an independent dense
 reference (tests/test_models/reference), in float64: every visible token of
 all four stages, the gradient of every parameter and of the image."""
+from functools import partial
+
 import pytest
 import torch
 from mmpretrain.models import SwinTransformer
-from reference import (own_relative_position_index, swin_reference,
-                       swin_reference_maps, valid_map)
-from reference.compare import assert_close64, audit, twin_copies
+from reference import (own_relative_position_index, random_images,
+                       random_masks, swin_reference, swin_reference_maps,
+                       unit_grid)
+from reference.compare import (assert_all_close64, assert_bitwise_equal,
+                               assert_negative_controls,
+                               assert_nothing_masked_is_dense, audit_masked,
+                               run_with_grads, twin_copies)
 
 from greenmim_mm.models import GreenSwinTransformer
 
@@ -24,24 +30,8 @@ def _pair(seed=0, **kw):
                        lambda: SwinTransformer(**cfg), seed)
 
 
-def _mask(b, grid, n_masked, seed=0):
-    """(B, L) bool, a different random mask per sample, n_masked each."""
-    gen = torch.Generator().manual_seed(seed)
-    L = grid[0] * grid[1]
-    return torch.stack([torch.randperm(L, generator=gen) < n_masked
-                        for _ in range(b)])
-
-
-def _img(b, hw, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 3, *hw, generator=gen, dtype=torch.float64)
-
-
 def _audit(green, dense, img, mask):
-    grid = (img.shape[-2] // 32, img.shape[-1] // 32)
-    return audit(green, lambda m, x: m(x, mask), dense,
-                 lambda m, x: swin_reference(m, x, mask), img,
-                 valid_map(mask, grid, 32))
+    return audit_masked(green, dense, swin_reference, img, mask)
 
 
 # --------------------------------------------------------------------------
@@ -56,13 +46,12 @@ def _audit(green, dense, img, mask):
 ])
 def test_reference_is_dense_swin_when_nothing_is_masked(size, window, kw):
     _, dense = _pair(window=window, **kw)
-    img = _img(1, size)
+    img = random_images(1, size)
     with torch.no_grad():
         expect = dense(img)
         got = swin_reference_maps(dense, img, block_padding=False)
     assert len(got) == 4
-    for e, g in zip(expect, got):
-        assert_close64(g, e, 'reference vs mmpretrain', rtol=1e-12)
+    assert_all_close64(got, expect, 'reference vs mmpretrain', rtol=1e-12)
     for stage in dense.stages:
         for blk in stage.blocks:
             w_msa = blk.attn.w_msa
@@ -93,22 +82,20 @@ CASES = {
 def test_masked_path_equals_reference(name):
     kw, size, b, n_masked = CASES[name]
     green, dense = _pair(**kw)
-    grid = (size[0] // 32, size[1] // 32)
-    mask = _mask(b, grid, n_masked, seed=len(name))
-    _audit(green, dense, _img(b, size), mask)
+    mask = random_masks(b, unit_grid(size), n_masked, seed=len(name))
+    _audit(green, dense, random_images(b, size), mask)
 
 
 def test_batch_of_8_different_masks():
     green, dense = _pair()
-    mask = _mask(8, (7, 7), 37, seed=3)
+    mask = random_masks(8, (7, 7), 37, seed=3)
     assert len({tuple(m.tolist()) for m in mask}) == 8
-    img = _img(8, (224, 224))
+    img = random_images(8, (224, 224))
     outs = _audit(green, dense, img, mask)
     # each sample's tokens depend on its own image and mask only
     with torch.no_grad():
         alone = green(img[5:6], mask[5:6])
-    for o, a in zip(outs, alone):
-        assert_close64(o[5:6], a, 'sample 5 alone')
+    assert_all_close64([o[5:6] for o in outs], alone, 'sample 5 alone')
 
 
 @pytest.mark.parametrize('size,window', [((224, 224), 7), ((448, 448), 7),
@@ -116,16 +103,8 @@ def test_batch_of_8_different_masks():
 def test_nothing_masked_equals_mmpretrain_swin(size, window):
     """Stage maps are multiples of the window (no padding): the masked path
     with nothing masked is mmpretrain's dense Swin, token for token."""
-    from reference import pick_tokens
     green, dense = _pair(window=window)
-    grid = (size[0] // 32, size[1] // 32)
-    img = _img(1, size)
-    mask = torch.zeros(1, grid[0] * grid[1], dtype=torch.bool)
-    with torch.no_grad():
-        got = green(img, mask)
-        expect = dense(img)
-    for g, e in zip(got, expect):
-        assert_close64(g, pick_tokens(e, mask, grid), 'vs dense Swin')
+    assert_nothing_masked_is_dense(green, dense, random_images(1, size))
 
 
 @pytest.mark.slow
@@ -138,8 +117,8 @@ def test_nothing_masked_equals_mmpretrain_swin(size, window):
 ])
 def test_real_archs_equal_reference(arch, window, size, n_masked):
     green, dense = _pair(arch=arch, window=window)
-    grid = (size[0] // 32, size[1] // 32)
-    _audit(green, dense, _img(1, size), _mask(1, grid, n_masked))
+    _audit(green, dense, random_images(1, size),
+           random_masks(1, unit_grid(size), n_masked))
 
 
 # --------------------------------------------------------------------------
@@ -147,42 +126,23 @@ def test_real_archs_equal_reference(arch, window, size, n_masked):
 # --------------------------------------------------------------------------
 def test_broken_references_differ_from_masked_path():
     green, dense = _pair(pad_small_map=True)
-    img = _img(2, (192, 256))
-    mask = _mask(2, (6, 8), 30)
+    img = random_images(2, (192, 256))
+    mask = random_masks(2, (6, 8), 30)
     with torch.no_grad():
         outs = green(img, mask)
-        good = swin_reference(dense, img, mask)
-        row = swin_reference(dense, img, mask, order='row')
-        leaky = swin_reference(dense, img, mask, block_masked=False)
-        padded = swin_reference(dense, img, mask, block_padding=False)
-    for i in range(2):  # side 2 and 1: row-major is Z order
-        assert_close64(outs[i], good[i], 'good reference')
-        assert (outs[i] - row[i]).abs().max() > 1e-3, 'row-major order'
-    for i in range(4):
-        assert (outs[i] - leaky[i]).abs().max() > 1e-3, 'unblocked keys'
-        assert (outs[i] - padded[i]).abs().max() > 1e-3, 'unblocked padding'
+        ref = partial(swin_reference, dense, img, mask)
+        assert_negative_controls(outs, ref(), {
+            # unit side 2 and 1 (stages 2, 3): row-major is Z order
+            'row-major order': (ref(order='row'), range(2)),
+            'unblocked keys': (ref(block_masked=False), range(4)),
+            'unblocked padding': (ref(block_padding=False), range(4))})
 
 
 # --------------------------------------------------------------------------
 # execution modes that must not change a single bit
 # --------------------------------------------------------------------------
-def _grads(model, img, mask, weights):
-    model.zero_grad(set_to_none=True)
-    x = img.clone().requires_grad_(True)
-    outs = model(x, mask)
-    sum((o * w).sum() for o, w in zip(outs, weights)).backward()
-    return outs, {n: p.grad for n, p in model.named_parameters()}, x.grad
-
-
-def _assert_bitwise(a, b):
-    (oa, ga, ia), (ob, gb, ib) = a, b
-    for x, y in zip(oa, ob):
-        assert torch.equal(x, y)
-    assert ga.keys() == gb.keys()
-    for n in ga:
-        assert (ga[n] is None) == (gb[n] is None), n
-        assert ga[n] is None or torch.equal(ga[n], gb[n]), n
-    assert torch.equal(ia, ib)
+def _grads(model, img, mask, weights=None):
+    return run_with_grads(model, lambda m, x: m(x, mask), img, weights)
 
 
 def test_with_cp_is_bitwise_equal_to_without():
@@ -190,21 +150,17 @@ def test_with_cp_is_bitwise_equal_to_without():
     cp_green, _ = _pair(with_cp=True)
     cp_green.train()
     green.train()
-    img, mask = _img(2, (224, 224)), _mask(2, (7, 7), 37)
-    weights = [torch.randn(2, n, c, dtype=torch.float64) for n, c in
-               [(12 * 64, 16), (12 * 16, 32), (12 * 4, 64), (12, 128)]]
-    _assert_bitwise(_grads(green, img, mask, weights),
-                    _grads(cp_green, img, mask, weights))
+    img, mask = random_images(2, (224, 224)), random_masks(2, (7, 7), 37)
+    plain = _grads(green, img, mask)
+    assert_bitwise_equal(plain, _grads(cp_green, img, mask, plain[3]))
     assert cp_green.stages[0].blocks[0].with_cp
 
 
 def test_train_mode_with_zero_drop_rates_is_bitwise_eval():
     green, _ = _pair(drop_rate=0., use_abs_pos_embed=True)
-    img, mask = _img(2, (224, 224)), _mask(2, (7, 7), 37)
-    weights = [torch.randn(2, n, c, dtype=torch.float64) for n, c in
-               [(12 * 64, 16), (12 * 16, 32), (12 * 4, 64), (12, 128)]]
+    img, mask = random_images(2, (224, 224)), random_masks(2, (7, 7), 37)
     green.eval()
-    ev = _grads(green, img, mask, weights)
+    ev = _grads(green, img, mask)
     green.train()
     assert green.training
-    _assert_bitwise(_grads(green, img, mask, weights), ev)
+    assert_bitwise_equal(_grads(green, img, mask, ev[3]), ev)

@@ -2,11 +2,16 @@
 (tests/test_models/reference/twins_dense.py) in float64: every visible
 token of all four stages, the gradient of every parameter and of the
 image."""
+from functools import partial
+
 import pytest
 import torch
 from mmpretrain.models import PCPVT, SVT
-from reference import twins_reference, twins_reference_maps, valid_map
-from reference.compare import assert_close64, audit, twin_copies
+from reference import (random_images, random_masks, twins_reference,
+                       twins_reference_maps, unit_grid)
+from reference.compare import (assert_all_close64, assert_negative_controls,
+                               assert_nothing_masked_is_dense, audit_masked,
+                               twin_copies)
 
 from greenmim_mm.models import GreenPCPVT, GreenSVT
 
@@ -27,20 +32,8 @@ def _pair(kind, arch=None, seed=0, **kw):
                        seed)
 
 
-def _mask(b, grid, n_masked, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    L = grid[0] * grid[1]
-    return torch.stack([torch.randperm(L, generator=gen) < n_masked
-                        for _ in range(b)])
-
-
-def _img(b, hw, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 3, *hw, generator=gen, dtype=torch.float64)
-
-
-def _grid(size):
-    return size[0] // 32, size[1] // 32
+def _audit(green, dense, img, mask):
+    return audit_masked(green, dense, twins_reference, img, mask)
 
 
 # --------------------------------------------------------------------------
@@ -54,13 +47,12 @@ def _grid(size):
 ])
 def test_reference_is_dense_twins_when_nothing_is_masked(kind, size):
     _, dense = _pair(kind)
-    img = _img(1, size)
+    img = random_images(1, size)
     with torch.no_grad():
         expect = dense(img)
         got = twins_reference_maps(dense, img, padding='mmpretrain')
     assert len(got) == 4
-    for e, g in zip(expect, got):
-        assert_close64(g, e, 'reference vs mmpretrain', rtol=1e-12)
+    assert_all_close64(got, expect, 'reference vs mmpretrain', rtol=1e-12)
 
 
 @pytest.mark.parametrize('kind,size', [
@@ -69,23 +61,15 @@ def test_reference_is_dense_twins_when_nothing_is_masked(kind, size):
 def test_nothing_masked_equals_mmpretrain(kind, size):
     """Stage maps are multiples of the LSA window: the masked path with
     nothing masked is mmpretrain's dense model, token for token."""
-    from reference import pick_tokens
     green, dense = _pair(kind)
-    grid = _grid(size)
-    img = _img(1, size)
-    mask = torch.zeros(1, grid[0] * grid[1], dtype=torch.bool)
-    with torch.no_grad():
-        got = green(img, mask)
-        expect = dense(img)
-    for g, e in zip(got, expect):
-        assert_close64(g, pick_tokens(e, mask, grid), 'vs dense parent')
+    assert_nothing_masked_is_dense(green, dense, random_images(1, size))
 
 
 def test_reference_padding_semantics_matter():
     """Negative control: at 256x224 (stage-0 LSA padded at the bottom only)
     blocking the padding is not what mmpretrain computes."""
     _, dense = _pair('svt')
-    img = _img(1, (256, 224))
+    img = random_images(1, (256, 224))
     with torch.no_grad():
         expect = dense(img)[0]
         blocked = twins_reference_maps(dense, img, padding='block')[0]
@@ -107,55 +91,46 @@ CASES = {
 }
 
 
-def _audit(green, dense, img, mask):
-    return audit(green, lambda m, x: m(x, mask), dense,
-                 lambda m, x: twins_reference(m, x, mask), img,
-                 valid_map(mask, _grid(img.shape[-2:]), 32))
-
-
 @pytest.mark.parametrize('name', list(CASES))
 def test_masked_path_equals_reference(name):
     kind, size, b, n_masked = CASES[name]
     green, dense = _pair(kind)
-    mask = _mask(b, _grid(size), n_masked, seed=len(name))
-    _audit(green, dense, _img(b, size), mask)
+    mask = random_masks(b, unit_grid(size), n_masked, seed=len(name))
+    _audit(green, dense, random_images(b, size), mask)
 
 
 def test_svt_batch_of_8_different_masks():
     green, dense = _pair('svt')
-    mask = _mask(8, (7, 7), 37, seed=5)
+    mask = random_masks(8, (7, 7), 37, seed=5)
     assert len({tuple(m.tolist()) for m in mask}) == 8
-    _audit(green, dense, _img(8, (224, 224)), mask)
+    _audit(green, dense, random_images(8, (224, 224)), mask)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['pcpvt', 'svt'])
 def test_real_small_archs_equal_reference(kind):
     green, dense = _pair(kind, arch='small')
-    _audit(green, dense, _img(1, (224, 224)), _mask(1, (7, 7), 37))
+    _audit(green, dense, random_images(1, (224, 224)),
+           random_masks(1, (7, 7), 37))
 
 
 def test_broken_references_differ_from_masked_path():
     green, dense = _pair('svt')
-    img = _img(2, (192, 256))
-    mask = _mask(2, (6, 8), 30)
+    img = random_images(2, (192, 256))
+    mask = random_masks(2, (6, 8), 30)
     with torch.no_grad():
         outs = green(img, mask)
-        good = twins_reference(dense, img, mask)
-        row = twins_reference(dense, img, mask, order='row')
-        leaky = twins_reference(dense, img, mask, block_masked=False)
-        padded = twins_reference(dense, img, mask, padding='open')
-    for i in range(4):
-        assert_close64(outs[i], good[i], 'good reference')
-        assert (outs[i] - leaky[i]).abs().max() > 1e-3, 'unblocked keys'
-        assert (outs[i] - padded[i]).abs().max() > 1e-3, 'open padding'
-    for i in range(2):  # side 2 and 1: row-major is Z order
-        assert (outs[i] - row[i]).abs().max() > 1e-3, 'row-major order'
+        ref = partial(twins_reference, dense, img, mask)
+        assert_negative_controls(outs, ref(), {
+            # unit side 2 and 1 (stages 2, 3): row-major is Z order
+            'row-major order': (ref(order='row'), range(2)),
+            'unblocked keys': (ref(block_masked=False), range(4)),
+            'open padding': (ref(padding='open'), range(4))})
 
 
 def test_train_mode_with_zero_drop_rates_is_bitwise_eval():
     green, _ = _pair('svt')
-    img, mask = _img(2, (224, 224)), _mask(2, (7, 7), 37)
+    img, mask = random_images(2, (224, 224)), random_masks(2, (7, 7), 37)
     with torch.no_grad():
         ev = green(img, mask)
         green.train()
