@@ -397,10 +397,11 @@ def main(argv=None):
         res = memory_report(batches, args.img_size, args.dtype)
         write_json(args.json, res)
         return res
-    if args.sync_audit:
-        return sync_audit(args.batch_size, args.img_size)
-    if args.sdpa_report:
-        return sdpa_report(args.batch_size, args.img_size, args.dtype)
+    if args.sync_audit or args.sdpa_report:
+        res = sync_audit(args.batch_size, args.img_size) if args.sync_audit \
+            else sdpa_report(args.batch_size, args.img_size, args.dtype)
+        write_json(args.json, res)
+        return res
     if args.plan_split:
         res = plan_split(args.batch_size, args.steps)
         write_json(args.json, res)

@@ -2,7 +2,8 @@
 
 Run a step on a device without data (``meta``, or fake CUDA tensors) under
 :class:`StepAudit`: every op that touches the device is checked for a
-host-device sync (an op whose result depends on device data), a blocking
+host-device sync (an op whose result depends on device data, boolean-mask
+indexing included: on CUDA it runs ``nonzero``), a blocking
 host-to-device copy, a CPU tensor mixed into a device op and, optionally, a
 host-to-device copy issued after the first device computation.
 """
@@ -20,9 +21,24 @@ SYNCING = {
     aten._local_scalar_dense.default, aten.item.default,
     aten.nonzero.default, aten.masked_select.default,
     aten.unique_consecutive.default, aten._unique2.default,
+    aten._unique.default, aten.unique_dim.default,
     aten.bincount.default, aten.repeat_interleave.Tensor,
     aten.is_nonzero.default, aten.equal.default,
 }
+
+#: indexing ops that run ``nonzero`` (a sync) on a boolean index
+BOOL_INDEXING = {
+    aten.index.Tensor, aten.index_put_.default, aten.index_put.default,
+    aten._index_put_impl_.default,
+}
+
+
+def _bool_index(func, args) -> bool:
+    """True when ``func`` indexes with a boolean (or uint8) mask."""
+    if func not in BOOL_INDEXING or len(args) < 2:
+        return False
+    return any(isinstance(i, torch.Tensor)
+               and i.dtype in (torch.bool, torch.uint8) for i in args[1])
 
 #: problem kinds, in the order :meth:`StepAudit.counts` reports them
 KINDS = ('sync', 'blocking_h2d_copy', 'late_h2d_copy', 'cpu_tensor_in_device_op')
@@ -64,6 +80,8 @@ class StepAudit(TorchDispatchMode):
         name = str(func)
         if on_dev and func in SYNCING:  # before running it: it may raise
             self._report('sync', f'data-dependent op {name}')
+        elif on_dev and _bool_index(func, args):
+            self._report('sync', f'boolean-mask indexing {name} (nonzero)')
         out = func(*args, **kwargs)
         outs = [t for t in tree_flatten(out)[0]
                 if isinstance(t, torch.Tensor)]

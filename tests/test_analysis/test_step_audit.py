@@ -27,6 +27,12 @@ def test_sync_is_caught_and_plain_reduction_is_not():
     assert _run(lambda: (x.sum() > 0).item()) == _only('sync')
     assert _run(lambda: x.nonzero()) == _only('sync')
     assert _run(lambda: x.sum() > 0) == _only(None)
+    m = torch.empty(4, dtype=torch.bool, device='meta')
+    assert _run(lambda: x[m]) == _only('sync')  # boolean indexing
+    assert _run(lambda: x.__setitem__(m, 0.0)) == _only('sync')
+    assert _run(lambda: x.masked_fill(m, 0.0)) == _only(None)
+    assert _run(lambda: x[torch.zeros(2, dtype=torch.long,
+                                      device='meta')]) == _only(None)
 
 
 def test_blocking_copy_is_caught_and_non_blocking_one_is_not():
