@@ -97,8 +97,10 @@ class StepAudit(TorchDispatchMode):
             self._report('blocking_h2d_copy',
                          f'blocking host-to-device copy {name}')
         if h2d and self.late_copies and self.computing:
-            self._report('late_h2d_copy', f'host-to-device copy {name} '
-                         'after the first device computation')
+            src = next(t for t in tensors if t.device.type == 'cpu')
+            self._report('late_h2d_copy', f'host-to-device copy {name} of '
+                         f'{tuple(src.shape)} after the first device '
+                         'computation')
         if not is_copy:
             self.computing = True
             cpu = [t for t in tensors
