@@ -63,38 +63,38 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 #: The authors' LayerNorm eps (``partial(nn.LayerNorm, eps=1e-6)``).
 PAPER_LN_EPS = 1e-6
 
-#: The released models: the authors' model name, mmpretrain arch, window
-#: per stage at 224 px, and the shipped configs that load them.
-RELEASED = {
-    'swin-base-w7': dict(
-        paper='green_mim_swin_base_patch4_dec512b1',
-        paper_2022='green_mim_swin_base_patch4_dec5121b1', arch='base',
-        embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-        windows=(7, 7, 7, 7),
-        finetune='configs/benchmarks/'
-        'greenmim_swin-base-w7_8xb256-amp-coslr-100e_in1k.py',
-        detection='configs/mmdet/'
-        'mask-rcnn_greenmim-swin-base-w7_fpn_1x_coco.py'),
-    'swin-base-w14': dict(
-        paper='green_mim_swin_base_patch4_win14_dec512b1',
-        paper_2022='green_mim_swin_base_patch4_win14_dec5121b1', arch='base',
-        embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-        windows=(14, 14, 14, 7),
-        finetune='configs/benchmarks/'
-        'greenmim_swin-base-w14_8xb256-amp-coslr-100e_in1k.py',
-        detection='configs/mmdet/'
-        'mask-rcnn_greenmim-swin-base-w14_fpn_1x_coco.py'),
-    'swin-large-w14': dict(
-        paper='green_mim_swin_large_patch4_win14_dec512b1',
-        paper_2022='green_mim_swin_large_patch4_win14_dec5121b1',
-        arch='large',
-        embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48),
-        windows=(14, 14, 14, 7),
-        finetune='configs/benchmarks/'
-        'greenmim_swin-large-w14_8xb256-amp-coslr-100e_in1k.py',
-        detection='configs/mmdet/'
-        'mask-rcnn_greenmim-swin-large-w14_fpn_1x_coco.py'),
+#: mmpretrain's ``SwinTransformer.arch_zoo`` settings of the released sizes
+#: (not imported: the tool loads mmpretrain only when it needs a model)
+_ARCHS = {
+    'base': dict(embed_dims=128, depths=(2, 2, 18, 2),
+                 num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dims=192, depths=(2, 2, 18, 2),
+                  num_heads=(6, 12, 24, 48)),
 }
+#: side of the last-stage map at 224 px, to which the authors' Swin clips
+#: larger windows
+_LAST_MAP = 224 // 32
+
+
+def _released(arch: str, window: int) -> Dict[str, Any]:
+    """A released model: the authors' model name (2023 and 2022 code),
+    mmpretrain arch, window per stage at 224 px, and the shipped configs
+    that load it."""
+    win = '' if window == 7 else f'_win{window}'
+    ours = f'swin-{arch}-w{window}'
+    return dict(
+        paper=f'green_mim_swin_{arch}_patch4{win}_dec512b1',
+        paper_2022=f'green_mim_swin_{arch}_patch4{win}_dec5121b1',
+        arch=arch, **_ARCHS[arch],
+        windows=(window, ) * 3 + (min(window, _LAST_MAP), ),
+        finetune=f'configs/benchmarks/greenmim_{ours}_8xb256-amp-coslr-100e_'
+        'in1k.py',
+        detection=f'configs/mmdet/mask-rcnn_greenmim-{ours}_fpn_1x_coco.py')
+
+
+#: The released models, by our name (``swin-base-w7``, ...).
+RELEASED = {f'swin-{arch}-w{window}': _released(arch, window)
+            for arch, window in [('base', 7), ('base', 14), ('large', 14)]}
 
 _BLOCK_RULES = [
     (r'norm1\.(weight|bias)', 'norm1.{0}'),
