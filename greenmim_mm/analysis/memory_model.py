@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .fake_cuda import FakeCUDAMode, fake_cuda_module, storage_key
+from .fake_cuda import (FakeCUDAMode, fake_cuda_module, parameter_bytes,
+                        storage_key)
 from .sdpa_report import (H100, Device, SdpaCall, aligned_tensor,
                           record_sdpa_calls, select_backend)
 
@@ -149,9 +150,14 @@ def _kernel_sdpa(device: Device, counts: Dict[str, int]) -> Callable:
             elif mask is not None:
                 mask = mask.to(call.attn_mask.dtype)
             grad = call.input_requires_grad
-            if backend == 'flash':
+            if backend == 'flash':  # pad_last_dim<8>: head dim to 8k
+                e = q.shape[-1]
+                if scale is None:
+                    scale = e ** -0.5
+                if e % 8:
+                    q, k, v = (F.pad(t, (0, 8 - e % 8)) for t in (q, k, v))
                 return aten._scaled_dot_product_flash_attention(
-                    q, k, v, drop, causal, False, scale=scale)[0]
+                    q, k, v, drop, causal, False, scale=scale)[0][..., :e]
             if backend == 'cudnn':
                 return aten._scaled_dot_product_cudnn_attention(
                     q, k, v, mask, grad, drop, causal, False,
@@ -231,9 +237,9 @@ def memory_model(model: nn.Module,
         by_site[f'{producers[key]} {str(t.dtype)[6:]} '
                 f'{list(t.shape)}'] += n
         total += n
-    p = sum(t.numel() * t.element_size() for t in params)
-    g = sum(t.numel() * t.element_size() for t in params if t.requires_grad)
-    return MemoryReport(p, g, 2 * g, total, dict(by_op), dict(by_site),
+    pb = parameter_bytes(params)
+    return MemoryReport(pb['params'], pb['grads'], pb['adamw_state'], total,
+                        dict(by_op), dict(by_site),
                         sum(1 for k in saved if k not in tracker.params),
                         dict(counts))
 

@@ -91,3 +91,27 @@ def test_attention_kernel_saves_what_it_saves_on_a_gpu():
     assert math.saved_by_op['aten._safe_softmax'] == 2 * 4 * 10 * 10 * 4
     red = reduction(eff, math)
     assert set(red) == {'total', 'saved'}
+
+
+def test_flash_pads_the_head_dim_to_a_multiple_of_8():
+    from greenmim_mm.analysis import Device
+
+    class NoMask(nn.Module):
+        def __init__(self, e):
+            super().__init__()
+            self.e = e
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            q = x.view(2, 2, 16, self.e) * self.w
+            return F.scaled_dot_product_attention(q, q, q).sum()
+
+    flash = Device(enabled=('flash', 'math'))
+    r30 = memory_model(NoMask(30), _fwd(False), (2 * 2 * 16 * 30, ),
+                       device=flash)
+    assert r30.backends == {'flash': 1}
+    # pad_last_dim<8>: q, k and v each padded to head dim 32, fp16
+    assert r30.saved_by_op['aten.constant_pad_nd'] == 3 * 2 * 2 * 16 * 32 * 2
+    r32 = memory_model(NoMask(32), _fwd(False), (2 * 2 * 16 * 32, ),
+                       device=flash)
+    assert 'aten.constant_pad_nd' not in r32.saved_by_op
