@@ -13,7 +13,7 @@ allocator's slack are not counted.
 
 The fake device does not choose attention kernels: every
 ``scaled_dot_product_attention`` call is run as the kernel an sm_90 GPU
-would pick (:func:`.sdpa_report.select_backend`), with the mask handling of
+would pick (:func:`.sdpa_rules.select_backend`), with the mask handling of
 ``aten/src/ATen/native/transformers/attention.cpp`` (boolean mask made
 additive; the memory-efficient kernel's ``pad_bias`` copy of an unaligned
 bias), so each kernel saves what it saves on a GPU (math: the attention
@@ -30,8 +30,9 @@ from torch.utils._pytree import tree_flatten
 
 from .fake_cuda import (FakeCUDAMode, fake_cuda_module, parameter_bytes,
                         storage_key)
-from .sdpa_report import (H100, Device, SdpaCall, aligned_tensor,
-                          record_sdpa_calls, select_backend)
+from .sdpa_report import record_sdpa_calls
+from .sdpa_rules import (H100, Device, SdpaCall, TensorInfo, aligned_tensor,
+                         select_backend)
 
 MiB = 2**20
 #: label of the fp16/bf16 copies of parameters autocast makes (and caches)
@@ -163,7 +164,7 @@ def _kernel_sdpa(device: Device, counts: Dict[str, int]) -> Callable:
                     q, k, v, mask, grad, drop, causal, False,
                     scale=scale)[0]
             if mask is not None:  # preprocess_mask
-                info = type(call.attn_mask).of(mask)
+                info = TensorInfo.of(mask)
                 if not aligned_tensor(info):  # pad_bias<8>: a copy
                     s = mask.shape[-1]
                     mask = F.pad(mask, (0, 8 - s % 8))[..., :s]
@@ -191,7 +192,7 @@ def memory_model(model: nn.Module,
         dtype (torch.dtype, optional): Autocast dtype; None runs without
             autocast. Defaults to torch.float16.
         device (Device): The GPU the attention kernels are chosen for.
-            Defaults to an sm_90 GPU (:data:`.sdpa_report.H100`).
+            Defaults to an sm_90 GPU (:data:`.sdpa_rules.H100`).
 
     Returns:
         MemoryReport: The counts.
@@ -263,7 +264,8 @@ def format_memory(reports: Dict[str, MemoryReport], top: int = 6) -> str:
     for name, r in reports.items():
         lines.append(f'{name} saved activations by producing op (MiB): ' +
                      ', '.join(f'{k} {v / MiB:.1f}' for k, v in r.top(top)))
-        lines.append(f'{name} largest saved sites (op dtype shape, summed over blocks, MiB): ' +
+        lines.append(f'{name} largest saved sites (op dtype shape, summed '
+                     'over blocks, MiB): ' +
                      '; '.join(f'{k} {v / MiB:.1f}'
                                for k, v in r.top(top, by='site')))
     return '\n'.join(lines)

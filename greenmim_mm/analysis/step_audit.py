@@ -41,7 +41,8 @@ def _bool_index(func, args) -> bool:
                and i.dtype in (torch.bool, torch.uint8) for i in args[1])
 
 #: problem kinds, in the order :meth:`StepAudit.counts` reports them
-KINDS = ('sync', 'blocking_h2d_copy', 'late_h2d_copy', 'cpu_tensor_in_device_op')
+KINDS = ('sync', 'blocking_h2d_copy', 'late_h2d_copy',
+         'cpu_tensor_in_device_op')
 
 
 class StepAudit(TorchDispatchMode):
