@@ -78,14 +78,18 @@ class FakeCUDAMode(FakeTensorMode):
     @staticmethod
     @contextlib.contextmanager
     def cuda_autocast(dtype: torch.dtype = torch.float16) -> Iterator[None]:
-        """``torch.autocast('cuda', dtype)`` forced on without a GPU."""
+        """``torch.autocast('cuda', dtype)`` forced on without a GPU (an
+        sm_80+ GPU is assumed: bfloat16 is allowed)."""
         saved = amp_common.amp_definitely_not_available
+        saved_bf16 = torch.cuda.is_bf16_supported
         amp_common.amp_definitely_not_available = lambda: False
+        torch.cuda.is_bf16_supported = lambda *a, **k: True
         try:
             with torch.autocast('cuda', dtype=dtype):
                 yield
         finally:
             amp_common.amp_definitely_not_available = saved
+            torch.cuda.is_bf16_supported = saved_bf16
 
 
 def fake_cuda_module(module: nn.Module, mode: FakeCUDAMode) -> nn.Module:

@@ -37,6 +37,10 @@ def test_cuda_autocast_is_forced_on_and_restored():
     assert y.dtype == torch.float32  # layer_norm is an fp32 op
     assert plain.dtype == torch.float32
     assert amp_common.amp_definitely_not_available is saved
+    bf16 = torch.cuda.is_bf16_supported
+    with mode, FakeCUDAMode.cuda_autocast(torch.bfloat16):
+        assert m[0](x).dtype == torch.bfloat16
+    assert torch.cuda.is_bf16_supported is bf16
 
 
 def test_fake_cuda_module_and_parameter_bytes():
