@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..utils.group_attention import group_window_attention
 from ..utils.grouping import GroupPlan, effective_shift
+from ..utils.layer_norm import layer_norm
 from ..utils.masking import (as_unit_mask, check_unit_mask, token_coords,
                              unit_grid, visible_unit_ids)
 from ..utils.nonfinite import isolate_nonfinite, mark_nonfinite
@@ -41,7 +42,7 @@ def merge_visible(downsample: nn.Module, x: Tensor) -> Tensor:
     # (B, N, C) -> (B, N/4, 4, C) -> (B, N/4, C, 4) -> (B, N/4, 4C)
     x = x.view(b, n // 4, 4, c).transpose(2, 3).reshape(b, n // 4, 4 * c)
     if downsample.norm is not None:
-        x = downsample.norm(x)
+        x = layer_norm(downsample.norm, x)
     return downsample.reduction(x)
 
 
@@ -59,10 +60,10 @@ def green_swin_block(block: nn.Module, x: Tensor, plan: GroupPlan) -> Tensor:
 
     def _inner_forward(x):
         identity = x
-        x = block.norm1(x)
+        x = layer_norm(block.norm1, x)
         x = group_window_attention(block.attn.w_msa, x, plan)
         x = block.attn.drop(x) + identity
-        return block.ffn(block.norm2(x), identity=x)
+        return block.ffn(layer_norm(block.norm2, x), identity=x)
 
     if block.with_cp and x.requires_grad:
         return cp.checkpoint(_inner_forward, x, use_reentrant=False)

@@ -15,6 +15,7 @@ from .masking import (as_unit_mask, check_batched, check_mask_ratio,
                       restore_ids, token_coords, unit_grid, unpatchify,
                       visible_unit_ids)
 from .unit_conv import check_cell_conv, conv_on_cells, embed_visible_units
+from .layer_norm import layer_norm
 from .nonfinite import isolate_nonfinite, mark_nonfinite
 from .transfer import to_device
 from .unit_sparse_conv import UnitSparseConvPlan
@@ -39,5 +40,5 @@ __all__ = [
     'visible_unit_ids',
     'SparseConvPlan', 'plan_sparse_conv', 'resolve_backend',
     'sparse_conv2d', 'spconv_available', 'to_device', 'UnitSparseConvPlan',
-    'isolate_nonfinite', 'mark_nonfinite'
+    'isolate_nonfinite', 'mark_nonfinite', 'layer_norm'
 ]

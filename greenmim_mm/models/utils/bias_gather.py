@@ -38,7 +38,9 @@ from torch import Tensor
 from .grouping import GroupPlan
 
 #: alignment (elements) of the bias buffer's strides: the memory-efficient
-#: attention kernel copies a mask whose strides are not multiples of it
+#: attention kernel copies a mask whose strides are not multiples of its
+#: alignment (``preprocess_mask`` in aten/src/ATen/native/transformers/
+#: cuda/attention.cu: 8 in torch 2.13, 16 in older releases; 16 fits both)
 ALIGN = 16
 
 

@@ -7,6 +7,42 @@ from .bias_gather import blocking_bias, gather_bias
 from .grouping import GroupPlan
 
 
+class _ToSlots(torch.autograd.Function):
+    """Rows of ``src`` placed at ``index`` of a zero ``(rows, C)`` tensor;
+    ``index`` holds distinct rows.
+
+    ``new_zeros().index_copy_()`` computes the same, but its autograd
+    formula saves ``src`` (for ``expand_as``): a full ``(B*N, 3C)`` qkv per
+    block, kept until the backward. Here only the plan's index is kept, and
+    the backward is a gather.
+    """
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor, rows: int) -> Tensor:
+        ctx.index = index
+        return src.new_zeros(rows, src.shape[1]).index_copy_(0, index, src)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad.index_select(0, ctx.index), None, None
+
+
+class _FromSlots(torch.autograd.Function):
+    """``src[index]`` for distinct ``index`` rows; the backward places the
+    gradient rows back with a copy, not the accumulating ``index_add_`` of
+    ``index_select``'s backward (non-deterministic on CUDA)."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor) -> Tensor:
+        ctx.index, ctx.rows = index, src.shape[0]
+        return src.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        out = grad.new_zeros(ctx.rows, grad.shape[1])
+        return out.index_copy_(0, ctx.index, grad), None
+
+
 def group_window_attention(w_msa: nn.Module, x: Tensor,
                            plan: GroupPlan) -> Tensor:
     """Windowed self-attention over the visible tokens only.
@@ -34,8 +70,7 @@ def group_window_attention(w_msa: nn.Module, x: Tensor,
     qkv = w_msa.qkv(x).reshape(b * n, 3 * c)  # (B*N, 3C)
     if not plan.identity:
         # (B*N, 3C) -> (G*g, 3C), padded slots are zero
-        qkv = qkv.new_zeros(n_groups * g, 3 * c).index_copy_(
-            0, plan.token_slot, qkv)
+        qkv = _ToSlots.apply(qkv, plan.token_slot, n_groups * g)
     # (G*g, 3C) -> (3, G, heads, g, C/heads)
     qkv = qkv.view(n_groups, g, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
@@ -51,6 +86,6 @@ def group_window_attention(w_msa: nn.Module, x: Tensor,
         q, k, v, attn_mask=bias, dropout_p=drop, scale=w_msa.scale)
     out = out.transpose(1, 2).reshape(n_groups * g, c)  # (G*g, C)
     if not plan.identity:
-        out = out.index_select(0, plan.token_slot)  # (B*N, C)
+        out = _FromSlots.apply(out, plan.token_slot)  # (B*N, C)
     out = w_msa.proj(out.view(b, n, c))
     return w_msa.proj_drop(out)
