@@ -372,8 +372,8 @@ def main(argv=None):
                    help="GreenMIM's prefetch_plans=True (next step's masks "
                    'and plans in a background thread)')
     p.add_argument('--bias-grad-ab', action='store_true',
-                   help='only compare GreenMIM steps with the prepared reduction and '
-                   'the plain backward of the bias gather (CPU)')
+                   help='only compare GreenMIM steps with the prepared '
+                   'reduction and the plain backward of the bias gather')
     p.add_argument('--memory-model', type=int, nargs='*', default=None,
                    metavar='EXTRA_BATCH', help='only the modelled GPU memory '
                    'of a step (fake CUDA; at --batch-size and any EXTRA_BATCH'
