@@ -2,6 +2,8 @@
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
+import torch.utils.checkpoint as cp
 from mmpretrain.models import PCPVT, SVT
 from mmpretrain.models.backbones.twins import LocallyGroupedSelfAttention
 from mmpretrain.registry import MODELS
@@ -90,6 +92,10 @@ class GreenTwinsMixin(MaskedBackboneMixin):
             which only ``'gather'`` supports. Defaults to ``'auto'``.
         group_cost (Sequence[float]): ``(a, b)`` of the LSA grouping cost
             model ``n_groups * (a * g**2 + b * g)``. Defaults to (1.0, 32.0).
+        with_cp (bool): Gradient checkpointing of every encoder layer on
+            the masked path. mmpretrain's dense PCPVT / SVT have none, so a
+            dense forward (``mask=None``) that records gradients raises.
+            Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
         **kwargs: Other arguments of the mmpretrain parent.
     """
@@ -98,6 +104,7 @@ class GreenTwinsMixin(MaskedBackboneMixin):
                  arch: Union[str, dict],
                  sparse_conv_backend: str = 'auto',
                  group_cost: Sequence[float] = (1.0, 32.0),
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None,
                  **kwargs):
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
@@ -106,6 +113,7 @@ class GreenTwinsMixin(MaskedBackboneMixin):
                 f'{sorted(set(self.arch_zoo))} or pass a dict with the keys '
                 f'{sorted(self.essential_keys)}.')
         super().__init__(arch, init_cfg=init_cfg, **kwargs)
+        self.with_cp = bool(with_cp)
         self.group_cost = tuple(float(c) for c in group_cost)
         self.sparse_conv_backend = sparse_conv_backend
         for peg in self.position_encodings:
@@ -132,6 +140,20 @@ class GreenTwinsMixin(MaskedBackboneMixin):
                         f'units ({self.unit_sides[i]} tokens per unit '
                         f'side); the masked path needs sr cells inside '
                         f'units.')
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                plans: Optional[List[TwinsStagePlan]] = None
+                ) -> Tuple[Tensor]:
+        """As :meth:`MaskedBackboneMixin.forward`; a dense forward that
+        records gradients refuses ``with_cp`` instead of ignoring it."""
+        if mask is None and self.with_cp and torch.is_grad_enabled():
+            raise NotImplementedError(
+                f'{type(self).__name__}(with_cp=True) checkpoints the masked '
+                f'path only: the dense forward (mask=None) is mmpretrain\'s, '
+                f'which has no gradient checkpointing. Build it with '
+                f'with_cp=False, or run the dense forward under '
+                f'torch.no_grad().')
+        return super().forward(x, mask, plans)
 
     # ------------------------------------------------------------------
     def make_plans(self, mask: Tensor, img_hw: Tuple[int, int]
@@ -200,7 +222,11 @@ class GreenTwinsMixin(MaskedBackboneMixin):
                 x = embed.norm(x)
             x = self.position_encoding_drops[i](x)
             for j, layer in enumerate(self.stages[i]):
-                x = green_twins_layer(layer, x, plans[i]['lsa'])
+                if self.with_cp and x.requires_grad:
+                    x = cp.checkpoint(green_twins_layer, layer, x,
+                                      plans[i]['lsa'], use_reentrant=False)
+                else:
+                    x = green_twins_layer(layer, x, plans[i]['lsa'])
                 if j == 0:  # PEG: submanifold depthwise conv + identity
                     x = x + sparse_conv2d(self.position_encodings[i].proj, x,
                                           plans[i]['peg'],
@@ -239,6 +265,9 @@ class GreenPCPVT(GreenTwinsMixin, PCPVT):
             ``'spconv'`` for the PEG. Defaults to ``'auto'``.
         group_cost (Sequence[float]): Unused by PCPVT (no LSA), kept for a
             uniform interface. Defaults to (1.0, 32.0).
+        with_cp (bool): Gradient checkpointing of every encoder layer on
+            the masked path (a dense forward with gradients refuses it).
+            Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
         **kwargs: Other arguments of mmpretrain ``PCPVT``.
     """
@@ -271,6 +300,9 @@ class GreenSVT(GreenTwinsMixin, SVT):
             ``'spconv'`` for the PEG. Defaults to ``'auto'``.
         group_cost (Sequence[float]): ``(a, b)`` of the LSA grouping cost
             model. Defaults to (1.0, 32.0).
+        with_cp (bool): Gradient checkpointing of every encoder layer on
+            the masked path (a dense forward with gradients refuses it).
+            Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
         **kwargs: Other arguments of mmpretrain ``SVT``.
     """

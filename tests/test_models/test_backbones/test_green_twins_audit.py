@@ -9,9 +9,10 @@ import torch
 from mmpretrain.models import PCPVT, SVT
 from reference import (random_images, random_masks, twins_reference,
                        twins_reference_maps, unit_grid)
-from reference.compare import (assert_all_close64, assert_negative_controls,
+from reference.compare import (assert_all_close64, assert_bitwise_equal,
+                               assert_negative_controls,
                                assert_nothing_masked_is_dense, audit_masked,
-                               twin_copies)
+                               run_with_grads, twin_copies)
 
 from greenmim_mm.models import GreenPCPVT, GreenSVT
 
@@ -24,12 +25,12 @@ KINDS = {'pcpvt': (GreenPCPVT, PCPVT, PCPVT_SMALL),
          'svt': (GreenSVT, SVT, SVT_SMALL)}
 
 
-def _pair(kind, arch=None, seed=0, **kw):
+def _pair(kind, arch=None, seed=0, with_cp=False, **kw):
     green_cls, dense_cls, small = KINDS[kind]
     cfg = dict(arch=arch or small, out_indices=(0, 1, 2, 3),
                norm_after_stage=[False, False, True, True], **kw)
-    return twin_copies(lambda: green_cls(**cfg), lambda: dense_cls(**cfg),
-                       seed)
+    return twin_copies(lambda: green_cls(with_cp=with_cp, **cfg),
+                       lambda: dense_cls(**cfg), seed)
 
 
 def _audit(green, dense, img, mask):
@@ -137,3 +138,51 @@ def test_train_mode_with_zero_drop_rates_is_bitwise_eval():
         tr = green(img, mask)
     for a, b in zip(ev, tr):
         assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------
+# gradient checkpointing must not change a single bit
+# --------------------------------------------------------------------------
+def _grads_counting_layers(model, img, mask, weights=None):
+    """run_with_grads of the masked path, and how often each encoder layer
+    ran (twice with checkpointing: forward and recompute)."""
+    calls = []
+    hooks = [layer.norm1.register_forward_hook(lambda *_: calls.append(1))
+             for stage in model.stages for layer in stage]
+    try:
+        torch.manual_seed(7)  # the same drop-path draws in both models
+        res = run_with_grads(model, lambda m, x: m(x, mask), img, weights)
+    finally:
+        for h in hooks:
+            h.remove()
+    n_layers = sum(len(stage) for stage in model.stages)
+    return res, len(calls) / n_layers
+
+
+@pytest.mark.parametrize('kind,kw', [
+    ('pcpvt', {}), ('svt', {}), ('svt', dict(drop_path_rate=0.3))])
+def test_with_cp_is_bitwise_equal_to_without(kind, kw):
+    """with_cp=True recomputes every layer in backward (checked: each runs
+    twice) and gives the same outputs, parameter gradients and image
+    gradient to the bit; with drop path too (the RNG state is replayed)."""
+    green, _ = _pair(kind, **kw)
+    cp_green, _ = _pair(kind, with_cp=True, **kw)
+    green.train()
+    cp_green.train()
+    img, mask = random_images(2, (224, 224)), random_masks(2, (7, 7), 37)
+    plain, runs = _grads_counting_layers(green, img, mask)
+    assert runs == 1
+    ckpt, cp_runs = _grads_counting_layers(cp_green, img, mask, plain[3])
+    assert cp_runs == 2, 'with_cp=True did not recompute the layers'
+    assert_bitwise_equal(plain, ckpt)
+
+
+def test_with_cp_refuses_a_dense_forward_with_gradients():
+    """mmpretrain's dense Twins has no checkpointing: with_cp=True must not
+    be silently ignored there."""
+    green, _ = _pair('svt', with_cp=True)
+    img = random_images(1, (224, 224))
+    with pytest.raises(NotImplementedError, match='with_cp=True'):
+        green(img)
+    with torch.no_grad():  # nothing to checkpoint: runs
+        assert len(green(img)) == 4
