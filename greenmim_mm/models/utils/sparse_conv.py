@@ -271,31 +271,53 @@ class _GatherConv(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         feats, weight, index = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        n_k, g, c_og, c_ig = weight.shape
-        m = feats.shape[0]
-        need_in, need_w = ctx.needs_input_grad[:2]
-        grad_in = feats.new_zeros(m, g * c_ig) if need_in else None
-        grad_w = weight.new_empty(n_k, g, c_og, c_ig) if need_w else None
-        w_t = weight.flip(0).transpose(2, 3).contiguous()
-        x_g = feats.view(m, g, c_ig).transpose(0, 1)  # (G, M, C_in/G)
-        prod = None
-        if need_in or need_w:
-            for k, nb in _neighbours(grad_out, index):  # nb: (M, C_out)
-                if need_in:
-                    _accumulate(grad_in, nb, w_t[k])
-                if not need_w:
-                    continue
-                if c_og == 1 and c_ig == 1:  # depthwise
-                    prod = torch.mul(feats, nb, out=prod)
-                    grad_w[n_k - 1 - k] = prod.sum(0).view(g, 1, 1)
-                else:  # (G, C_out/G, M) @ (G, M, C_in/G)
-                    grad_w[n_k - 1 - k] = torch.bmm(
-                        nb.view(m, g, c_og).permute(1, 2, 0), x_g)
+        grad_in, grad_w = gather_conv_backward(
+            feats, weight, index, grad_out, *ctx.needs_input_grad[:2])
         grad_b = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(0)
         return grad_in, grad_w, grad_b, None, None
+
+
+def gather_conv_backward(feats: Tensor, weight: Tensor, index: Tensor,
+                         grad_out: Tensor, need_in: bool = True,
+                         need_w: bool = True):
+    """Input and weight gradients of the gather conv in one pass over the
+    gathered output gradients (see :class:`_GatherConv`).
+
+    Args:
+        feats (Tensor): ``(M, C_in)`` input tokens.
+        weight (Tensor): ``(K, G, C_out/G, C_in/G)``.
+        index (Tensor): ``(K, M)`` neighbour table, ``M`` for none.
+        grad_out (Tensor): ``(M, C_out)``.
+        need_in (bool): Compute the input gradient. Defaults to True.
+        need_w (bool): Compute the weight gradient. Defaults to True.
+
+    Returns:
+        tuple: ``(grad_in (M, C_in) | None, grad_w (K, G, C_out/G, C_in/G)
+        | None)``.
+    """
+    grad_out = grad_out.contiguous()
+    n_k, g, c_og, c_ig = weight.shape
+    m = feats.shape[0]
+    grad_in = feats.new_zeros(m, g * c_ig) if need_in else None
+    grad_w = weight.new_empty(n_k, g, c_og, c_ig) if need_w else None
+    w_t = weight.flip(0).transpose(2, 3).contiguous()
+    x_g = feats.view(m, g, c_ig).transpose(0, 1)  # (G, M, C_in/G)
+    prod = None
+    if need_in or need_w:
+        for k, nb in _neighbours(grad_out, index):  # nb: (M, C_out)
+            if need_in:
+                _accumulate(grad_in, nb, w_t[k])
+            if not need_w:
+                continue
+            if c_og == 1 and c_ig == 1:  # depthwise
+                prod = torch.mul(feats, nb, out=prod)
+                grad_w[n_k - 1 - k] = prod.sum(0).view(g, 1, 1)
+            else:  # (G, C_out/G, M) @ (G, M, C_in/G)
+                grad_w[n_k - 1 - k] = torch.bmm(
+                    nb.view(m, g, c_og).permute(1, 2, 0), x_g)
+    return grad_in, grad_w
 
 
 def _gather_backend(conv: nn.Conv2d, feats: Tensor,
