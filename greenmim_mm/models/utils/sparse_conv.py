@@ -367,6 +367,19 @@ def _spconv_backend(conv: nn.Conv2d, feats: Tensor,
 # --------------------------------------------------------------------------
 # public functional
 # --------------------------------------------------------------------------
+def token_rows(feats: Tensor, num_tokens: int, conv: nn.Module,
+               plan_name: str = 'a plan') -> Tensor:
+    """``feats`` ``(..., C_in)`` as ``(M, C_in)`` rows, checked against a
+    plan of ``num_tokens`` tokens and ``conv``'s input channels."""
+    flat = feats.reshape(-1, feats.shape[-1])  # (M, C_in)
+    if flat.shape[0] != num_tokens or feats.shape[-1] != conv.in_channels:
+        raise ValueError(
+            f'feats of shape {tuple(feats.shape)} do not match {plan_name} '
+            f'of {num_tokens} tokens and a conv with {conv.in_channels} '
+            'input channels.')
+    return flat
+
+
 def sparse_conv2d(conv: nn.Conv2d, feats: Tensor, plan: SparseConvPlan,
                   backend: str = 'auto') -> Tensor:
     """Submanifold sparse conv with the weights of a dense ``nn.Conv2d``.
@@ -393,12 +406,7 @@ def sparse_conv2d(conv: nn.Conv2d, feats: Tensor, plan: SparseConvPlan,
             f'{plan.dilation}; the conv has kernel {conv.kernel_size}, '
             f'dilation {conv.dilation}.')
     shape = feats.shape
-    flat = feats.reshape(-1, shape[-1])  # (M, C_in)
-    if flat.shape[0] != plan.num_tokens or shape[-1] != conv.in_channels:
-        raise ValueError(
-            f'feats of shape {tuple(shape)} do not match a plan of '
-            f'{plan.num_tokens} tokens and a conv with {conv.in_channels} '
-            f'input channels.')
+    flat = token_rows(feats, plan.num_tokens, conv)  # (M, C_in)
     if resolve_backend(conv, backend) == 'spconv':
         out = _spconv_backend(conv, flat, plan)
     else:

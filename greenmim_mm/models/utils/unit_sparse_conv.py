@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .masking import morton_offsets, token_coords
-from .sparse_conv import (SparseConvPlan, gather_conv_backward,
+from .sparse_conv import (SparseConvPlan, gather_conv_backward, token_rows,
                           plan_sparse_conv)
 from .transfer import to_device
 
@@ -222,12 +222,7 @@ def tile_depthwise_conv2d(conv: nn.Conv2d, feats: Tensor,
         raise ValueError(f'Tile plan made for kernel {plan.kernel_size}; '
                          f'the conv has kernel {conv.kernel_size}.')
     shape = feats.shape
-    flat = feats.reshape(-1, shape[-1])  # (M, C)
-    if flat.shape[0] != plan.num_tokens or shape[-1] != conv.in_channels:
-        raise ValueError(
-            f'feats of shape {tuple(shape)} do not match a tile plan of '
-            f'{plan.num_tokens} tokens and a conv with {conv.in_channels} '
-            'channels.')
+    flat = token_rows(feats, plan.num_tokens, conv, 'a tile plan')  # (M, C)
     weight = conv.weight.to(flat.dtype)
     bias = None if conv.bias is None else conv.bias.to(flat.dtype)
     index = None if backward_plan is None else backward_plan.neighbor_index
